@@ -1,0 +1,19 @@
+# `make run`: set up and run the main job.  `make test`: set up and run the tests.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test lint
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml scripts/install.sh
+	bash scripts/install.sh $(VENV) -e '.[test]'
+	touch $@
+
+run: install
+	$(BIN)/mario-apo bench env
+
+test: install lint
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/hadolint Dockerfile

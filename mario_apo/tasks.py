@@ -1,0 +1,156 @@
+"""Task strings -> wrapped gymnasium envs -> vector envs.
+
+A task is named by one string:
+
+- ``mario:W-S[:REWARD]``: Super Mario Bros level W-S (W 1-8, S 1-4) with reward
+  mode ``dense`` (default), ``sparse`` (flag only) or ``goal:X``
+  (e.g. ``mario:1-1:goal:1000``, ``mario:4-2:sparse``);
+- ``cartpole``: CartPole-v1, the sanity task (success: return >= 475);
+- ``mountaincar``: MountainCar-v0, a cheap classic sparse task (success: the car
+  reached the flag before the 200-step limit).
+
+Vector envs use gymnasium's ``AutoresetMode.SAME_STEP``: when a sub-env's
+episode ends, the step that ends it returns the *reset* observation of the next
+episode and keeps the true last observation in ``info["final_obs"]``. So every
+transition the trainer stores is a real one (no dummy step after a done, as in
+the default ``NEXT_STEP`` mode), and a truncated episode can still be
+bootstrapped from its final observation.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+from gymnasium.wrappers import FrameStackObservation, ResizeObservation, TimeLimit
+
+from wrappers.episode import EpisodeStats, success_from_info
+from wrappers.mario import ACTION_SETS, LEVELS, MarioEnv, parse_level
+from wrappers.reward import REWARD_MODES, MarioReward, parse_reward
+from wrappers.skip import MaxAndSkip
+
+CLASSIC_TASKS = {"cartpole": "CartPole-v1", "mountaincar": "MountainCar-v0"}
+TASK_FORMS = "mario:W-S[:dense|sparse|goal:X], cartpole, mountaincar"
+
+
+class TaskError(ValueError):
+    """A task string, or an env setting, that does not name anything valid."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """A parsed task string."""
+
+    name: str
+    """The canonical task string (``mario:1-1:dense``, ``cartpole``)."""
+    family: str
+    """``mario``, ``cartpole`` or ``mountaincar``."""
+    level: str | None = None
+    """Mario level ``W-S``."""
+    reward: str | None = None
+    """Mario reward mode: ``dense``, ``sparse`` or ``goal:X``."""
+
+    @property
+    def is_mario(self) -> bool:
+        return self.family == "mario"
+
+
+def parse_task(spec: str) -> Task:
+    """Parse a task string; raise ``TaskError`` with one line naming what is valid."""
+    if spec in CLASSIC_TASKS:
+        return Task(name=spec, family=spec)
+    parts = spec.split(":", 2)
+    if parts[0] != "mario" or len(parts) < 2:
+        raise TaskError(f"unknown task {spec!r}: valid tasks are {TASK_FORMS}")
+    level = parts[1]
+    reward = parts[2] if len(parts) == 3 else "dense"
+    try:
+        parse_level(level)
+        parse_reward(reward)
+    except ValueError as err:
+        raise TaskError(str(err)) from None
+    return Task(name=f"mario:{level}:{reward}", family="mario", level=level, reward=reward)
+
+
+@dataclass
+class EnvConfig:
+    """How a task's env is built (the same for training, evaluation and replay)."""
+
+    action_set: str = "simple"
+    """Mario buttons: right (5 actions), simple (7) or complex (12)."""
+    frame_skip: int = 4
+    """NES frames per agent step (reward summed, last two frames max-pooled)."""
+    frame_stack: int = 4
+    """Consecutive 84x84 grayscale frames stacked into one observation."""
+    max_episode_steps: int = 2000
+    """Mario step limit in agent steps (the episode is truncated there); the
+    classic tasks keep their registered limits (500 and 200)."""
+
+    def validate(self) -> None:
+        if self.action_set not in ACTION_SETS:
+            raise TaskError(f"unknown action set {self.action_set!r}: valid sets are {', '.join(ACTION_SETS)}")
+        for name in ("frame_skip", "frame_stack", "max_episode_steps"):
+            if getattr(self, name) < 1:
+                raise TaskError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+
+
+def _cartpole_success(episode_return: float, terminated: bool, info: dict[str, Any]) -> bool:
+    return episode_return >= 475.0
+
+
+def _mountaincar_success(episode_return: float, terminated: bool, info: dict[str, Any]) -> bool:
+    # MountainCar terminates only at the flag; the time limit truncates.
+    return terminated
+
+
+def make_env(task: Task, cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
+    """One fully wrapped env: Mario frames come out as uint8 ``(stack, 84, 84)``."""
+    if task.family == "cartpole":
+        return EpisodeStats(gym.make(CLASSIC_TASKS["cartpole"], render_mode=render_mode), task.name, _cartpole_success)
+    if task.family == "mountaincar":
+        env = gym.make(CLASSIC_TASKS["mountaincar"], render_mode=render_mode)
+        return EpisodeStats(env, task.name, _mountaincar_success)
+    # Gray straight from the emulator's buffer: gymnasium's GrayscaleObservation
+    # (a float64 weighted sum) alone costs a fifth of the emulator's time.
+    env = MarioEnv(task.level, cfg.action_set, obs_type="gray", render_mode=render_mode)
+    env = MarioReward(env, task.reward)
+    env = MaxAndSkip(env, cfg.frame_skip)
+    env = TimeLimit(env, cfg.max_episode_steps)
+    env = EpisodeStats(env, task.name, success_from_info)
+    env = ResizeObservation(env, (84, 84))
+    return FrameStackObservation(env, cfg.frame_stack)
+
+
+def make_vec_env(task: Task, cfg: EnvConfig, num_envs: int) -> gym.vector.VectorEnv:
+    """``num_envs`` copies of the task: subprocesses for Mario, in-process otherwise.
+
+    The emulator is CPU-bound, so Mario envs run in worker processes that write
+    observations into shared memory; CartPole and MountainCar step in
+    microseconds, where a pipe round trip would cost more than the step.
+    """
+    if num_envs < 1:
+        raise TaskError(f"--num-envs must be a positive integer, got {num_envs}")
+    env_fns = [functools.partial(make_env, task, cfg) for _ in range(num_envs)]
+    if task.is_mario:
+        return AsyncVectorEnv(env_fns, shared_memory=True, autoreset_mode=AutoresetMode.SAME_STEP)
+    return SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+def task_listing() -> str:
+    """The text of ``mario-apo tasks``."""
+    return "\n".join(
+        [
+            "Task strings (pass one to --task):",
+            "  mario:W-S[:REWARD]   Super Mario Bros, one level; the episode ends at the first life lost,",
+            "                       at the flag, or at --max-episode-steps",
+            f"    levels: {' '.join(LEVELS)}",
+            f"    rewards: {REWARD_MODES}; default dense",
+            f"    action sets (--actions): {', '.join(f'{k} ({len(v)})' for k, v in ACTION_SETS.items())}",
+            "  cartpole             CartPole-v1 (sanity task; success = return >= 475)",
+            "  mountaincar          MountainCar-v0 (sparse classic; success = reached the flag)",
+            "Examples: mario:1-1:goal:1000  mario:4-2:sparse  mario:1-1  cartpole",
+        ]
+    )

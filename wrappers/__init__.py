@@ -1,0 +1,1 @@
+"""Environment wrappers: the gymnasium-native Mario env, reward modes, frame skip, episode stats."""
