@@ -7,6 +7,7 @@ valid, and exit code 2, before anything on disk is touched.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -32,6 +33,23 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def positive_int_list(text: str) -> list[int]:
     """``"1,2,4"`` -> ``[1, 2, 4]``."""
     return [positive_int(part) for part in text.split(",")]
@@ -53,6 +71,104 @@ def env_config(args: argparse.Namespace):
     cfg = EnvConfig(args.actions, args.frame_skip, args.frame_stack, args.max_episode_steps)
     cfg.validate()
     return cfg
+
+
+def add_train_args(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``mario-apo train``: one per field of the run config (see mario_apo/config.py)."""
+    from mario_apo.config import ALGOS, ANCHOR_ADMIT, ANCHOR_KL_DIRECTIONS, BETA_SCHEDULES, WANDB_MODES
+
+    what = parser.add_argument_group("what to train")
+    what.add_argument("--algo", choices=ALGOS, default="apo", help="ppo, or apo (Anchored Policy Optimization). Default: apo")
+    what.add_argument("--level", help="Mario level W-S; shorthand for --task mario:W-S[:REWARD]")
+    what.add_argument("--reward", help="Mario reward mode with --level: dense (default), sparse or goal:X")
+    what.add_argument("--task", help="a task string (see 'mario-apo tasks'). Default: mario:1-1")
+    what.add_argument("--seed", type=int, default=1, help="seed of torch, numpy and the envs. Default: 1")
+    what.add_argument("--resume", metavar="RUN_DIR", help="continue runs/<name> from its checkpoint (its saved config is used; --total-steps may extend it)")
+
+    ppo = parser.add_argument_group("PPO (defaults per task family: 'mario-apo train --help' shows Mario's)")
+    ppo.add_argument("--total-steps", type=positive_int, help="agent steps over all envs. Default: Mario 1M, CartPole 100k, MountainCar 1M")
+    ppo.add_argument("--num-envs", type=positive_int, help="parallel envs. Default: Mario 8, CartPole 8, MountainCar 16")
+    ppo.add_argument("--num-steps", type=positive_int, help="steps per env per rollout. Default: Mario 128")
+    ppo.add_argument("--lr", type=positive_float, help="Adam learning rate. Default: Mario 2.5e-4")
+    ppo.add_argument("--anneal-lr", action=argparse.BooleanOptionalAction, help="anneal the learning rate linearly to 0. Default: on")
+    ppo.add_argument("--anneal-clip", action=argparse.BooleanOptionalAction, help="anneal the clip epsilon linearly to 0. Default: CartPole on, others off")
+    ppo.add_argument("--gamma", type=positive_float, help="discount. Default: Mario 0.99")
+    ppo.add_argument("--gae-lambda", type=non_negative_float, help="GAE lambda. Default: Mario 0.95")
+    ppo.add_argument("--update-epochs", type=positive_int, help="passes over each batch. Default: Mario 4")
+    ppo.add_argument("--num-minibatches", type=positive_int, help="minibatches per pass. Default: Mario 4")
+    ppo.add_argument("--clip-coef", type=positive_float, help="surrogate clip epsilon. Default: Mario 0.1")
+    ppo.add_argument("--clip-vloss", action=argparse.BooleanOptionalAction, help="clip the value loss around the old values. Default: Mario on, CartPole/MountainCar off")
+    ppo.add_argument("--ent-coef", type=non_negative_float, help="entropy bonus. Default: Mario 0.01")
+    ppo.add_argument("--vf-coef", type=non_negative_float, help="value loss weight. Default: 0.5")
+    ppo.add_argument("--max-grad-norm", type=positive_float, help="global grad-norm clip. Default: 0.5")
+
+    apo = parser.add_argument_group("APO (ignored with --algo ppo)")
+    apo.add_argument("--beta", type=non_negative_float, help="anchor KL weight; 0 makes APO exactly PPO. Default: 0.1")
+    apo.add_argument("--beta-schedule", choices=BETA_SCHEDULES, help="constant (default), linear-decay or linear-warmup")
+    apo.add_argument("--anchors", type=positive_int, help="K, the number of best episodes kept. Default: 8")
+    apo.add_argument("--anchor-batch", type=positive_int, help="anchor states per minibatch step. Default: 64")
+    apo.add_argument("--anchor-admit", choices=ANCHOR_ADMIT, help="top: top-K by return (default); success: only goal-reaching episodes")
+    apo.add_argument("--anchor-kl", choices=ANCHOR_KL_DIRECTIONS, help="forward: KL(p_best||pi) (default); reverse: KL(pi||p_best)")
+    apo.add_argument("--anchor-max-mb", type=positive_float, help="anchor buffer cap in MB (worst evicted first). Default: 256")
+
+    log = parser.add_argument_group("logging and checkpoints")
+    log.add_argument("--run-dir", default="runs", help="parent folder of run dirs. Default: runs")
+    log.add_argument("--name", help="run name. Default: <algo>-<task>-s<seed>-<time>")
+    log.add_argument("--wandb", choices=WANDB_MODES, default="offline", help="W&B mode. Default: offline (no account or network)")
+    log.add_argument("--wandb-project", default="mario-apo", help="W&B project. Default: mario-apo")
+    log.add_argument("--wandb-group", default="", help="W&B group. Default: the task string")
+    log.add_argument("--wandb-tags", default="", help="extra comma-separated W&B tags (algo and task are always added)")
+    log.add_argument("--checkpoint-every", type=positive_int, default=50, help="checkpoint every N updates (and at the end). Default: 50")
+    log.add_argument("--no-progress", action="store_true", help="no progress bar")
+    log.add_argument("--torch-threads", type=int, default=0, help="torch threads (0: all cores). Default: 0")
+    add_env_args(parser)
+
+
+def train_config(args: argparse.Namespace):
+    """Resolve the flags of a new run into a RunConfig (family defaults, then flags)."""
+    from mario_apo.config import AnchorConfig, LogConfig, RunConfig, ppo_defaults
+    from mario_apo.tasks import parse_task
+
+    if args.level and args.task:
+        raise UsageError("give --level (Mario shorthand) or --task, not both")
+    if args.reward and not args.level:
+        raise UsageError("--reward goes with --level; with --task write the reward into the task string (mario:1-1:sparse)")
+    spec = f"mario:{args.level}:{args.reward or 'dense'}" if args.level else (args.task or "mario:1-1")
+    task = parse_task(spec)
+    ppo = ppo_defaults(task.family)
+    overrides = {
+        "total_steps": args.total_steps, "num_envs": args.num_envs, "num_steps": args.num_steps,
+        "learning_rate": args.lr, "gamma": args.gamma, "gae_lambda": args.gae_lambda,
+        "update_epochs": args.update_epochs, "num_minibatches": args.num_minibatches, "clip_coef": args.clip_coef,
+        "ent_coef": args.ent_coef, "vf_coef": args.vf_coef, "max_grad_norm": args.max_grad_norm,
+        "anneal_lr": args.anneal_lr, "anneal_clip": args.anneal_clip, "clip_vloss": args.clip_vloss,
+    }
+    for name, value in overrides.items():
+        if value is not None:
+            setattr(ppo, name, value)
+    anchor = AnchorConfig()
+    for name in ("beta", "beta_schedule", "anchors", "anchor_batch", "anchor_admit", "anchor_kl", "anchor_max_mb"):
+        if getattr(args, name) is not None:
+            setattr(anchor, name, getattr(args, name))
+    log = LogConfig(
+        run_dir=args.run_dir, name=args.name or "", wandb=args.wandb, wandb_project=args.wandb_project,
+        wandb_group=args.wandb_group, wandb_tags=[t for t in args.wandb_tags.split(",") if t],
+        checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+    )
+    cfg = RunConfig(algo=args.algo, task=task.name, seed=args.seed, torch_threads=args.torch_threads,
+                    env=env_config(args), ppo=ppo, anchor=anchor, log=log)
+    check_rollout_fits(cfg)
+    return cfg
+
+
+def check_rollout_fits(cfg) -> None:
+    ppo = cfg.ppo
+    if ppo.total_steps < ppo.batch_size:
+        raise UsageError(
+            f"--total-steps {ppo.total_steps} is less than one rollout (num_envs x num_steps = {ppo.batch_size})"
+        )
+    if ppo.batch_size % ppo.num_minibatches:
+        raise UsageError(f"--num-minibatches {ppo.num_minibatches} must divide the batch ({ppo.batch_size} = num_envs x num_steps)")
 
 
 def build_parser() -> Parser:
@@ -80,6 +196,15 @@ def build_parser() -> Parser:
     env.add_argument("--seed", type=int, default=0, help="seed of the random actions. Default: 0")
     env.add_argument("--json", default="bench-env.json", help="where to write the JSON result. Default: bench-env.json")
     add_env_args(env)
+
+    train = commands.add_parser(
+        "train",
+        help="train PPO or APO (Anchored Policy Optimization) on a task",
+        description="Train PPO or APO (Anchored Policy Optimization: PPO + beta * KL(p_best || pi_theta) "
+        "over states of the best episodes so far). Writes runs/<name>/ (config.json, metrics.jsonl, "
+        "checkpoint.pt, anchors.json) and an offline W&B run.",
+    )
+    add_train_args(train)
     return parser
 
 
@@ -104,7 +229,38 @@ def run_bench_env(args: argparse.Namespace) -> None:
     print(f"wrote {args.json}")
 
 
+def run_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mario_apo.ppo import NonFiniteLoss
+    from mario_apo.tasks import parse_task
+    from mario_apo.train import TrainingError, create_run, load_run_config, train
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        cfg = load_run_config(run_dir)
+        asked = f"mario:{args.level}:{args.reward or 'dense'}" if args.level else args.task
+        if asked and parse_task(asked).name != cfg.task:
+            raise UsageError(f"{run_dir} trains {cfg.task!r}, not {parse_task(asked).name!r}: a run resumes its own task")
+        if args.total_steps is not None:
+            cfg.ppo.total_steps = args.total_steps
+            check_rollout_fits(cfg)
+        cfg.log.progress = not args.no_progress
+    else:
+        cfg = train_config(args)
+        run_dir = create_run(cfg)
+    print(f"run dir: {run_dir}", file=sys.stderr)
+    try:
+        summary = train(cfg, run_dir, resume=bool(args.resume))
+    except (NonFiniteLoss, TrainingError) as err:
+        print(f"mario-apo: training stopped: {err}; the last good checkpoint in {run_dir} is kept", file=sys.stderr)
+        return 1
+    print(json.dumps(summary))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    from mario_apo.checkpoint import CheckpointError
     from mario_apo.tasks import TaskError
 
     try:
@@ -113,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
             run_tasks(args)
         elif args.command == "bench" and args.bench == "env":
             run_bench_env(args)
-    except (UsageError, TaskError) as err:
+        elif args.command == "train":
+            return run_train(args)
+    except (UsageError, TaskError, CheckpointError) as err:
         print(f"mario-apo: error: {err}", file=sys.stderr)
         return USAGE_ERROR
     return 0

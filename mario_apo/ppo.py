@@ -1,0 +1,185 @@
+"""PPO: rollout storage, GAE, the clipped loss and the minibatch update.
+
+APO enters the update in exactly one place: an optional ``anchor_loss`` callable
+whose value is added to the loss with weight ``beta`` (see ``mario_apo.anchors``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mario_apo.config import PPOConfig
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or inf; the run stops and keeps its last good checkpoint."""
+
+
+@dataclass
+class Rollout:
+    """Preallocated storage for one rollout of ``num_steps`` x ``num_envs`` transitions.
+
+    ``episode_ends[t]`` marks transitions that ended an episode (terminated or
+    truncated); with same-step autoreset ``obs[t + 1]`` is then the next
+    episode's first observation. A truncated episode's bootstrap value
+    ``gamma * V(final_obs)`` is already added to its last reward.
+    """
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    logprobs: torch.Tensor
+    rewards: torch.Tensor
+    episode_ends: torch.Tensor
+    values: torch.Tensor
+
+    @classmethod
+    def allocate(cls, num_steps: int, num_envs: int, obs_shape: tuple[int, ...], obs_dtype: torch.dtype) -> "Rollout":
+        def zeros(*shape, dtype=torch.float32):
+            return torch.zeros((num_steps, num_envs, *shape), dtype=dtype)
+
+        return cls(
+            obs=zeros(*obs_shape, dtype=obs_dtype),
+            actions=zeros(dtype=torch.long),
+            logprobs=zeros(),
+            rewards=zeros(),
+            episode_ends=zeros(),
+            values=zeros(),
+        )
+
+
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    episode_ends: torch.Tensor,
+    next_value: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over a (num_steps, num_envs) rollout.
+
+    :param next_value: V of the observation after the last step, per env
+    :return: (advantages, returns), each (num_steps, num_envs)
+    """
+    advantages = torch.zeros_like(rewards)
+    last_gae = torch.zeros_like(next_value)
+    for t in reversed(range(rewards.shape[0])):
+        following_value = next_value if t == rewards.shape[0] - 1 else values[t + 1]
+        nonterminal = 1.0 - episode_ends[t]
+        delta = rewards[t] + gamma * following_value * nonterminal - values[t]
+        last_gae = delta + gamma * gae_lambda * nonterminal * last_gae
+        advantages[t] = last_gae
+    return advantages, advantages + values
+
+
+def ppo_loss(
+    logits: torch.Tensor,
+    new_values: torch.Tensor,
+    actions: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    old_values: torch.Tensor,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    cfg: PPOConfig,
+    clip_coef: float,
+) -> dict[str, torch.Tensor]:
+    """The clipped-surrogate terms for one minibatch, as a dict of named terms.
+
+    ``clip_coef`` is passed in (not read from ``cfg``) because it may be annealed.
+
+    ``policy`` and ``value`` are minimised, ``entropy`` is a bonus; the caller
+    sums them with their coefficients. ``approx_kl`` and ``clipfrac`` are
+    diagnostics (no gradient).
+    """
+    logprobs_all = F.log_softmax(logits, dim=-1)
+    new_logprobs = logprobs_all.gather(1, actions[:, None]).squeeze(1)
+    entropy = -(logprobs_all.exp() * logprobs_all).sum(-1)
+    log_ratio = new_logprobs - old_logprobs
+    ratio = log_ratio.exp()
+    with torch.no_grad():
+        approx_kl = ((ratio - 1) - log_ratio).mean()  # the low-variance k3 estimator
+        clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean()
+
+    if cfg.norm_adv:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    policy_loss = torch.max(
+        -advantages * ratio, -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
+    ).mean()
+
+    if cfg.clip_vloss:
+        clipped = old_values + torch.clamp(new_values - old_values, -clip_coef, clip_coef)
+        value_loss = 0.5 * torch.max((new_values - returns) ** 2, (clipped - returns) ** 2).mean()
+    else:
+        value_loss = 0.5 * ((new_values - returns) ** 2).mean()
+    return {
+        "policy": policy_loss,
+        "value": value_loss,
+        "entropy": entropy.mean(),
+        "approx_kl": approx_kl,
+        "clipfrac": clipfrac,
+    }
+
+
+def ppo_update(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rollout: Rollout,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    cfg: PPOConfig,
+    clip_coef: float,
+    anchor_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+    beta: float = 0.0,
+) -> dict[str, float]:
+    """Minibatch epochs over one rollout; returns the mean of every loss term.
+
+    :param clip_coef: the surrogate (and value) clip epsilon for this update
+
+    :param anchor_loss: APO only: returns the anchor KL of the current policy on a
+        fresh anchor minibatch; it is added to the loss as ``beta * anchor_kl``.
+        None (PPO, beta = 0, or no anchors yet) leaves the update exactly PPO's.
+    """
+    b_obs = rollout.obs.reshape(-1, *rollout.obs.shape[2:])
+    b_actions = rollout.actions.reshape(-1)
+    b_logprobs = rollout.logprobs.reshape(-1)
+    b_values = rollout.values.reshape(-1)
+    b_advantages = advantages.reshape(-1)
+    b_returns = returns.reshape(-1)
+
+    sums: dict[str, float] = {}
+    count = 0
+    for _ in range(cfg.update_epochs):
+        permutation = torch.randperm(cfg.batch_size)
+        for start in range(0, cfg.batch_size, cfg.minibatch_size):
+            mb = permutation[start:start + cfg.minibatch_size]
+            logits, new_values = model(b_obs[mb])
+            terms = ppo_loss(
+                logits, new_values, b_actions[mb], b_logprobs[mb], b_values[mb], b_advantages[mb], b_returns[mb], cfg, clip_coef
+            )
+            loss = terms["policy"] + cfg.vf_coef * terms["value"] - cfg.ent_coef * terms["entropy"]
+            if anchor_loss is not None:
+                terms["anchor_kl"] = anchor_loss(model)
+                loss = loss + beta * terms["anchor_kl"]
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"non-finite loss ({', '.join(f'{k}={v.item():.4g}' for k, v in terms.items())})")
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + value.item()
+            count += 1
+
+    metrics = {f"losses/{name}": total / count for name, total in sums.items()}
+    if "losses/anchor_kl" in metrics:
+        metrics["anchor/kl"] = metrics.pop("losses/anchor_kl")
+    y_pred, y_true = b_values.numpy(), b_returns.numpy()
+    var_y = np.var(y_true)
+    if var_y > 0:
+        metrics["losses/explained_variance"] = float(1 - np.var(y_true - y_pred) / var_y)
+    return metrics

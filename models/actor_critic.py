@@ -1,0 +1,92 @@
+"""Actor-critic networks with a categorical policy head.
+
+Both models map a batch of observations to ``(logits, value)``: the full action
+distribution (APO's anchor KL needs every action's probability, not only the
+log-prob of the action taken) and the state value.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+
+def layer_init(layer: nn.Module, std: float = float(np.sqrt(2)), bias: float = 0.0) -> nn.Module:
+    """Orthogonal weights, constant bias (the PPO implementation-details recipe)."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+class NatureCNN(nn.Module):
+    """The DQN Nature CNN trunk with policy and value heads, for uint8 ``(C, 84, 84)`` frames."""
+
+    def __init__(self, in_channels: int, num_actions: int):
+        super().__init__()
+        self.trunk = nn.Sequential(
+            layer_init(nn.Conv2d(in_channels, 32, 8, stride=4)),
+            nn.ReLU(),
+            layer_init(nn.Conv2d(32, 64, 4, stride=2)),
+            nn.ReLU(),
+            layer_init(nn.Conv2d(64, 64, 3, stride=1)),
+            nn.ReLU(),
+            nn.Flatten(),
+            layer_init(nn.Linear(64 * 7 * 7, 512)),
+            nn.ReLU(),
+        )
+        # Small policy init keeps the first policy near uniform; value init 1.
+        self.policy = layer_init(nn.Linear(512, num_actions), std=0.01)
+        self.value = layer_init(nn.Linear(512, 1), std=1.0)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Frames are stored as uint8 everywhere; scaling happens here, once.
+        hidden = self.trunk(obs.float() / 255.0)
+        return self.policy(hidden), self.value(hidden).squeeze(-1)
+
+
+class MLPActorCritic(nn.Module):
+    """Separate 64-64 tanh actor and critic for vector observations.
+
+    Observation dimensions with finite bounds are rescaled to [-1, 1] (MountainCar's
+    velocity spans only +-0.07); unbounded ones (CartPole's velocities) pass through.
+    """
+
+    def __init__(self, observation_space: gym.spaces.Box, num_actions: int, hidden: int = 64):
+        super().__init__()
+        low, high = observation_space.low.astype(np.float32), observation_space.high.astype(np.float32)
+        bounded = np.isfinite(low) & np.isfinite(high)
+        low, high = np.where(bounded, low, -1.0), np.where(bounded, high, 1.0)
+        center = ((high + low) / 2).astype(np.float32)
+        half_range = ((high - low) / 2).astype(np.float32)
+        self.register_buffer("center", torch.from_numpy(center))
+        self.register_buffer("half_range", torch.from_numpy(half_range))
+        obs_dim = int(np.prod(observation_space.shape))
+
+        def body(out_dim: int, out_std: float) -> nn.Sequential:
+            return nn.Sequential(
+                layer_init(nn.Linear(obs_dim, hidden)),
+                nn.Tanh(),
+                layer_init(nn.Linear(hidden, hidden)),
+                nn.Tanh(),
+                layer_init(nn.Linear(hidden, out_dim), std=out_std),
+            )
+
+        self.actor = body(num_actions, 0.01)
+        self.critic = body(1, 1.0)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (obs.float() - self.center) / self.half_range
+        return self.actor(x), self.critic(x).squeeze(-1)
+
+
+def make_model(observation_space: gym.spaces.Box, action_space: gym.spaces.Discrete) -> nn.Module:
+    """A CNN for ``(C, H, W)`` uint8 frames, an MLP for flat vectors."""
+    if not isinstance(action_space, gym.spaces.Discrete):
+        raise ValueError(f"only discrete action spaces are supported, got {action_space}")
+    if len(observation_space.shape) == 3:
+        return NatureCNN(observation_space.shape[0], int(action_space.n))
+    if len(observation_space.shape) == 1:
+        return MLPActorCritic(observation_space, int(action_space.n))
+    raise ValueError(f"no model for observation shape {observation_space.shape}: expected (C, 84, 84) frames or a flat vector")
