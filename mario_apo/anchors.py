@@ -93,21 +93,24 @@ class AnchorBuffer:
         actions: np.ndarray,
         finished: dict[int, dict[str, Any]],
         update: int,
+        first_env: int = 0,
     ) -> list[Anchor]:
-        """Record one vector step; offer every episode that ended in it. Returns those admitted.
+        """Record one step of the envs ``first_env, first_env + 1, ...``; offer every episode
+        that ended in it. Returns those admitted.
 
-        :param obs: (num_envs, ...) observations the actions were taken from
-        :param logprobs: (num_envs, num_actions) behaviour log-probabilities
-        :param actions: (num_envs,) actions taken
-        :param finished: env index -> ``info["episode"]`` for envs whose episode ended at this step
+        :param obs: (envs, ...) observations the actions were taken from
+        :param logprobs: (envs, num_actions) behaviour log-probabilities
+        :param actions: (envs,) actions taken
+        :param finished: index within these envs -> ``info["episode"]`` for episodes that ended
         """
         admitted = []
-        for i, steps in enumerate(self._open):
+        for i in range(len(actions)):
+            steps = self._open[first_env + i]
             frame = obs[i, -1] if self.frame_stack else obs[i]
             steps.append((frame.copy(), logprobs[i].copy(), int(actions[i])))
             if i in finished:
                 anchor = self._close(steps, finished[i], update)
-                self._open[i] = []
+                self._open[first_env + i] = []
                 if anchor is not None:
                     admitted.append(anchor)
         return admitted

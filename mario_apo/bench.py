@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from mario_apo.tasks import EnvConfig, Task, make_env, make_vec_env
+from mario_apo.tasks import EnvConfig, Task, make_env, make_vec_env, parse_task
 from wrappers.mario import SuperMarioBrosEnv, action_bytes
 
 SINGLE_ENV_BAR = 0.9
@@ -151,3 +151,211 @@ def format_env_table(result: dict) -> str:
 def write_json(result: dict, path: str) -> None:
     with open(path, "w") as out:
         json.dump(result, out, indent=2)
+
+
+# ---- bench train: our PPO and APO vs Stable-Baselines3 PPO ------------------------------------
+
+TRAIN_SPS_BAR = 1.3  # ours >= 1.3 x SB3 on Mario
+APO_SPS_BAR = 0.9  # APO >= 0.9 x our PPO
+CARTPOLE_SOLVED = 475.0
+
+
+def _peak_rss_mb() -> dict[str, float]:
+    """Peak resident memory of this process and of its largest (already joined) child, in MB."""
+    import resource
+
+    return {
+        "learner_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "env_worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+
+
+def _ours_job(job: dict) -> dict:
+    import tempfile
+    from pathlib import Path
+
+    from mario_apo.config import RunConfig, ppo_defaults
+    from mario_apo.train import create_run, train
+
+    task = parse_task(job["task"])
+    ppo = ppo_defaults(task.family)
+    ppo.total_steps = job["total_steps"]
+    cfg = RunConfig(algo=job["algo"], task=task.name, seed=job["seed"], ppo=ppo)
+    cfg.log.wandb, cfg.log.progress, cfg.log.checkpoint_every = "disabled", False, 10**9
+    cfg.log.eval_every = job.get("eval_every", 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg.log.run_dir = tmp
+        start = time.perf_counter()
+        train(cfg, create_run(cfg))
+        wall = time.perf_counter() - start
+        result = {"wall_s": wall, "sps": ppo.num_updates * ppo.batch_size / wall}
+        if cfg.log.eval_every:
+            metrics = [json.loads(line) for line in (Path(tmp) / cfg.log.name / "metrics.jsonl").open()]
+            result.update(_first_solved([m for m in metrics if "eval/mean_return" in m], "charts/train_seconds"))
+    return result
+
+
+def _first_solved(evals: list[dict], seconds_key: str) -> dict:
+    """Training seconds and steps at the first evaluation with mean return >= 475."""
+    for record in evals:
+        if record["eval/mean_return"] >= CARTPOLE_SOLVED:
+            return {"solved_s": record[seconds_key], "solved_step": record["global_step"]}
+    return {"solved_s": None, "solved_step": None, "best_eval": max((r["eval/mean_return"] for r in evals), default=None)}
+
+
+def _sb3_job(job: dict) -> dict:
+    """Stable-Baselines3 PPO with the same hyper-parameters (Mario) or its zoo settings (CartPole)."""
+    import functools
+
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    from mario_apo.config import ppo_defaults
+
+    task = parse_task(job["task"])
+    ppo = ppo_defaults(task.family)
+    env_fn = functools.partial(make_env, task, EnvConfig())
+    start = time.perf_counter()
+    vec = SubprocVecEnv if task.is_mario else DummyVecEnv
+    envs = vec([env_fn] * ppo.num_envs)
+
+    def linear(value):
+        return lambda remaining: remaining * value
+
+    model = PPO(
+        "CnnPolicy" if task.is_mario else "MlpPolicy",
+        envs,
+        n_steps=ppo.num_steps,
+        batch_size=ppo.minibatch_size,
+        n_epochs=ppo.update_epochs,
+        learning_rate=linear(ppo.learning_rate),
+        clip_range=linear(ppo.clip_coef) if ppo.anneal_clip else ppo.clip_coef,
+        gamma=ppo.gamma,
+        gae_lambda=ppo.gae_lambda,
+        ent_coef=ppo.ent_coef,
+        vf_coef=0.5,
+        max_grad_norm=ppo.max_grad_norm,
+        seed=job["seed"],
+        device="cpu",
+        verbose=0,
+    )
+
+    class EvalEvery(BaseCallback):
+        """Greedy evaluation every ``eval_every`` rollouts, its time kept out of the training time."""
+
+        def __init__(self):
+            super().__init__()
+            self.rollouts, self.eval_seconds, self.evals = 0, 0.0, []
+
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_end(self) -> None:
+            self.rollouts += 1
+            if job.get("eval_every") and self.rollouts % job["eval_every"] == 0:
+                t0 = time.perf_counter()
+                mean, _ = evaluate_policy(self.model, DummyVecEnv([env_fn]), n_eval_episodes=10, deterministic=True)
+                self.eval_seconds += time.perf_counter() - t0
+                self.evals.append(
+                    {"eval/mean_return": mean, "global_step": self.num_timesteps,
+                     "train_s": time.perf_counter() - start - self.eval_seconds}
+                )
+
+    callback = EvalEvery()
+    model.learn(total_timesteps=job["total_steps"], callback=callback)
+    envs.close()
+    wall = time.perf_counter() - start - callback.eval_seconds
+    result = {"wall_s": wall, "sps": model.num_timesteps / wall}
+    if job.get("eval_every"):
+        result.update(_first_solved(callback.evals, "train_s"))
+    return result
+
+
+def run_job(job: dict) -> dict:
+    """One benchmark job, in this (fresh) process; adds its peak memory."""
+    import torch
+
+    torch.manual_seed(job["seed"])
+    result = (_sb3_job if job["impl"] == "sb3" else _ours_job)(job)
+    return {**job, **result, **_peak_rss_mb()}
+
+
+def _run_in_subprocess(job: dict) -> dict:
+    """Each job in its own process: clean peak-RSS numbers, no state shared between jobs."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    if job.get("omp_default"):
+        # An empty value leaves OpenMP at its own default (busy-waiting), as SB3 runs out of the box.
+        env["OMP_WAIT_POLICY"] = ""
+    proc = subprocess.run(
+        [sys.executable, "-m", "mario_apo.bench", json.dumps(job)], capture_output=True, text=True, env=env
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark job {job} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_train(mario_steps: int, cartpole_steps: int, seed: int, skip_cartpole: bool = False) -> dict:
+    """Mario 1-1 SPS for ours (PPO, APO) and SB3 PPO, and CartPole time-to-solved; one invocation."""
+    jobs = [
+        {"impl": "ours", "algo": "ppo", "task": "mario:1-1", "total_steps": mario_steps, "seed": seed},
+        {"impl": "ours", "algo": "apo", "task": "mario:1-1", "total_steps": mario_steps, "seed": seed},
+        # SB3 with the same OpenMP setting as ours, and as it runs out of the box
+        {"impl": "sb3", "algo": "ppo", "task": "mario:1-1", "total_steps": mario_steps, "seed": seed},
+        {"impl": "sb3", "algo": "ppo", "task": "mario:1-1", "total_steps": mario_steps, "seed": seed, "omp_default": True},
+    ]
+    if not skip_cartpole:
+        # evaluate every 10 rollouts (2,560 steps at the zoo's 8 x 32)
+        jobs += [
+            {"impl": "ours", "algo": "ppo", "task": "cartpole", "total_steps": cartpole_steps, "seed": seed, "eval_every": 10},
+            {"impl": "sb3", "algo": "ppo", "task": "cartpole", "total_steps": cartpole_steps, "seed": seed, "eval_every": 10},
+        ]
+    results = []
+    with tqdm(total=len(jobs), desc="bench train", unit="job") as progress:
+        for job in jobs:
+            progress.set_postfix_str(f"{job['impl']} {job['algo']} {job['task']}")
+            results.append(_run_in_subprocess(job))
+            progress.update()
+    by_key = {(r["impl"], r["algo"], r["task"], bool(r.get("omp_default"))): r for r in results}
+    ours_ppo, ours_apo = by_key["ours", "ppo", "mario:1-1", False], by_key["ours", "apo", "mario:1-1", False]
+    sb3, sb3_default = by_key["sb3", "ppo", "mario:1-1", False], by_key["sb3", "ppo", "mario:1-1", True]
+    bars = {
+        "ours_ppo_vs_sb3": {"ratio": ours_ppo["sps"] / sb3["sps"], "bar": TRAIN_SPS_BAR},
+        "ours_ppo_vs_sb3_out_of_box": {"ratio": ours_ppo["sps"] / sb3_default["sps"], "bar": TRAIN_SPS_BAR},
+        "ours_apo_vs_ours_ppo": {"ratio": ours_apo["sps"] / ours_ppo["sps"], "bar": APO_SPS_BAR},
+    }
+    for bar in bars.values():
+        bar["met"] = bar["ratio"] >= bar["bar"]
+    return {
+        "machine": {"cores": os.cpu_count(), "processor": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "mario_steps": mario_steps,
+        "hyper_parameters": "8 envs x 128 steps, minibatch 256, 4 epochs, lr 2.5e-4, clip 0.1, ent 0.01",
+        "jobs": results,
+        "bars": bars,
+    }
+
+
+def format_train_table(result: dict) -> str:
+    lines = [f"bench train: {result['machine']['cores']} cores; Mario 1-1 for {result['mario_steps']} steps ({result['hyper_parameters']})"]
+    lines.append(f"  {'job':<42}{'SPS':>8}{'wall s':>9}{'learner MB':>12}{'worker MB':>11}   CartPole eval>=475")
+    for r in result["jobs"]:
+        solved = ""
+        if "solved_s" in r:
+            solved = "not reached" if r["solved_s"] is None else f"{r['solved_s']:.1f} s train time, step {r['solved_step']}"
+        name = f"{r['impl']} {r['algo']} {r['task']}" + (" (omp default)" if r.get("omp_default") else "")
+        lines.append(
+            f"  {name:<42}{r['sps']:8.0f}{r['wall_s']:9.1f}{r['learner_peak_rss_mb']:12.0f}{r['env_worker_peak_rss_mb']:11.0f}   {solved}"
+        )
+    for name, bar in result["bars"].items():
+        lines.append(f"  bar {name:<38} ratio {bar['ratio']:.2f} (>= {bar['bar']}): {'met' if bar['met'] else 'MISSED'}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(json.dumps(run_job(json.loads(sys.argv[1]))))

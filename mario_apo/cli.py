@@ -120,6 +120,8 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     log.add_argument("--wandb-tags", default="", help="extra comma-separated W&B tags (algo and task are always added)")
     log.add_argument("--checkpoint-every", type=positive_int, default=50, help="checkpoint every N updates (and at the end). Default: 50")
     log.add_argument("--no-progress", action="store_true", help="no progress bar")
+    log.add_argument("--eval-every", type=int, default=0, help="evaluate the greedy policy every N updates, logged as eval/* (0: never). Default: 0")
+    log.add_argument("--eval-episodes", type=positive_int, default=10, help="episodes per evaluation. Default: 10")
     log.add_argument("--torch-threads", type=int, default=0, help="torch threads (0: all cores). Default: 0")
     add_env_args(parser)
 
@@ -154,6 +156,7 @@ def train_config(args: argparse.Namespace):
         run_dir=args.run_dir, name=args.name or "", wandb=args.wandb, wandb_project=args.wandb_project,
         wandb_group=args.wandb_group, wandb_tags=[t for t in args.wandb_tags.split(",") if t],
         checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+        eval_every=max(args.eval_every, 0), eval_episodes=args.eval_episodes,
     )
     cfg = RunConfig(algo=args.algo, task=task.name, seed=args.seed, torch_threads=args.torch_threads,
                     env=env_config(args), ppo=ppo, anchor=anchor, log=log)
@@ -196,6 +199,14 @@ def build_parser() -> Parser:
     env.add_argument("--seed", type=int, default=0, help="seed of the random actions. Default: 0")
     env.add_argument("--json", default="bench-env.json", help="where to write the JSON result. Default: bench-env.json")
     add_env_args(env)
+    train_bench = benches.add_parser(
+        "train", help="our PPO and APO vs Stable-Baselines3 PPO: Mario SPS, CartPole time to eval >= 475, peak RSS"
+    )
+    train_bench.add_argument("--mario-steps", type=positive_int, default=10240, help="agent steps per Mario job. Default: 10240 (10 updates)")
+    train_bench.add_argument("--cartpole-steps", type=positive_int, default=100_000, help="steps per CartPole job. Default: 100000")
+    train_bench.add_argument("--skip-cartpole", action="store_true", help="only the Mario SPS comparison")
+    train_bench.add_argument("--seed", type=int, default=1, help="seed of every job. Default: 1")
+    train_bench.add_argument("--json", default="bench-train.json", help="where to write the JSON result. Default: bench-train.json")
 
     train = commands.add_parser(
         "train",
@@ -225,6 +236,19 @@ def run_bench_env(args: argparse.Namespace) -> None:
         raise UsageError(f"--seconds must be positive, got {args.seconds}")
     result = bench_env(task, env_config(args), args.num_envs, args.seconds, args.seed)
     print(format_env_table(result))
+    write_json(result, args.json)
+    print(f"wrote {args.json}")
+
+
+def run_bench_train(args: argparse.Namespace) -> None:
+    from mario_apo.bench import bench_train, format_train_table, write_json
+
+    try:
+        import stable_baselines3  # noqa: F401
+    except ImportError:
+        raise UsageError("bench train compares against Stable-Baselines3: pip install 'mario-apo[bench]'") from None
+    result = bench_train(args.mario_steps, args.cartpole_steps, args.seed, args.skip_cartpole)
+    print(format_train_table(result))
     write_json(result, args.json)
     print(f"wrote {args.json}")
 
@@ -269,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             run_tasks(args)
         elif args.command == "bench" and args.bench == "env":
             run_bench_env(args)
+        elif args.command == "bench" and args.bench == "train":
+            run_bench_train(args)
         elif args.command == "train":
             return run_train(args)
     except (UsageError, TaskError, CheckpointError) as err:

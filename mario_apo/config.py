@@ -108,6 +108,10 @@ class LogConfig:
     """Save a checkpoint every N updates (and always at the end)."""
     progress: bool = True
     """Show a progress bar."""
+    eval_every: int = 0
+    """Evaluate the greedy policy every N updates on a fresh env (0: never)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation."""
 
 
 @dataclass

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from gymnasium.wrappers import FrameStackObservation, ResizeObservation, TimeLimit
 
@@ -154,3 +155,56 @@ def task_listing() -> str:
             "Examples: mario:1-1:goal:1000  mario:4-2:sparse  mario:1-1  cartpole",
         ]
     )
+
+
+class EnvGroups:
+    """The vector env split into groups that step while the learner acts for another group.
+
+    With one vector env the learner waits for every worker, then the workers wait
+    for the learner's forward pass. With two groups, group A's emulators run while
+    the policy computes group B's actions and vice versa. Env ``i`` is still seeded
+    ``seed + i`` and every env's trajectory is the same as in one vector env.
+    CartPole/MountainCar step in-process, so they use a single group.
+    """
+
+    def __init__(self, task: Task, cfg: EnvConfig, num_envs: int):
+        if num_envs < 1:
+            raise TaskError(f"--num-envs must be a positive integer, got {num_envs}")
+        sizes = [num_envs - num_envs // 2, num_envs // 2] if task.is_mario and num_envs >= 2 else [num_envs]
+        starts = [0, sizes[0]][: len(sizes)]
+        self.slices = [slice(start, start + size) for start, size in zip(starts, sizes)]
+        self.envs = []
+        try:
+            for size in sizes:
+                self.envs.append(make_vec_env(task, cfg, size))
+        except BaseException:
+            self.close()
+            raise
+        self.single_observation_space = self.envs[0].single_observation_space
+        self.single_action_space = self.envs[0].single_action_space
+        self._pending: dict[int, tuple] = {}
+
+    @property
+    def groups(self) -> range:
+        return range(len(self.envs))
+
+    def reset(self, seed: int) -> list[np.ndarray]:
+        """First observations, one array per group."""
+        return [envs.reset(seed=seed + sl.start)[0] for envs, sl in zip(self.envs, self.slices)]
+
+    def send(self, group: int, actions: np.ndarray) -> None:
+        """Start stepping ``group`` (in-process groups step right away)."""
+        envs = self.envs[group]
+        if isinstance(envs, AsyncVectorEnv):
+            envs.step_async(actions)
+        else:
+            self._pending[group] = envs.step(actions)
+
+    def receive(self, group: int) -> tuple:
+        """Wait for ``group``'s step: (obs, rewards, terminated, truncated, infos)."""
+        envs = self.envs[group]
+        return envs.step_wait() if isinstance(envs, AsyncVectorEnv) else self._pending.pop(group)
+
+    def close(self) -> None:
+        for envs in self.envs:
+            envs.close()

@@ -27,9 +27,10 @@ import mario_apo
 from mario_apo.anchors import AnchorBuffer, anchor_kl
 from mario_apo.checkpoint import CHECKPOINT, CheckpointError, load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from mario_apo.config import RunConfig
+from mario_apo.evaluate import evaluate
 from mario_apo.logger import RunLogger
 from mario_apo.ppo import Rollout, compute_gae, ppo_update
-from mario_apo.tasks import make_vec_env, parse_task
+from mario_apo.tasks import EnvGroups, parse_task
 from models.actor_critic import make_model
 
 RECENT_EPISODES = 100
@@ -151,7 +152,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
     if checkpoint is not None and checkpoint["task"] != task.name:
         raise CheckpointError(f"checkpoint in {run_dir} is from task {checkpoint['task']!r}, not {task.name!r}")
 
-    envs = make_vec_env(task, cfg.env, ppo.num_envs)
+    envs = EnvGroups(task, cfg.env, ppo.num_envs)
     obs_space, action_space = envs.single_observation_space, envs.single_action_space
     model = make_model(obs_space, action_space)
     optimizer = torch.optim.Adam(model.parameters(), lr=ppo.learning_rate, eps=1e-5)
@@ -178,6 +179,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
     rollout = Rollout.allocate(
         ppo.num_steps, ppo.num_envs, obs_space.shape, torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
     )
+    behaviour_logprobs = torch.zeros(ppo.num_envs, action_space.n)  # the full p_best of the latest step
 
     def checkpoint_state(update: int, step: int, rng: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -200,8 +202,72 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
 
     # Resumed envs start fresh episodes (emulator state is not checkpointed); a
     # different env seed keeps a resumed classic-control run from replaying its start.
-    next_obs, _ = envs.reset(seed=cfg.seed + start_update * ppo.num_envs)
+    next_obs = envs.reset(seed=cfg.seed + start_update * ppo.num_envs)
     timing = collections.Counter()
+
+    def act(step: int, group: int) -> None:
+        """Policy forward for one env group at ``step``; its envs start stepping."""
+        t0 = time.perf_counter()
+        envs_in_group = envs.slices[group]
+        rollout.obs[step, envs_in_group] = torch.from_numpy(next_obs[group])
+        with torch.inference_mode():
+            logits, values = model(rollout.obs[step, envs_in_group])
+            logprobs_all = F.log_softmax(logits, dim=-1)
+            actions = torch.multinomial(logprobs_all.exp(), 1).squeeze(1)
+        rollout.actions[step, envs_in_group] = actions
+        rollout.logprobs[step, envs_in_group] = logprobs_all.gather(1, actions[:, None]).squeeze(1)
+        rollout.values[step, envs_in_group] = values
+        behaviour_logprobs[envs_in_group] = logprobs_all
+        envs.send(group, actions.numpy())
+        timing["inference"] += time.perf_counter() - t0
+
+    def collect(step: int, group: int, update: int) -> None:
+        """Wait for one env group's step at ``step`` and store its outcome."""
+        nonlocal global_step, episodes_done
+        t0 = time.perf_counter()
+        try:
+            next_obs[group], rewards, terminated, truncated, infos = envs.receive(group)
+        except Exception as err:  # a worker process died or raised
+            raise TrainingError(f"an env worker failed at step {global_step}: {type(err).__name__}: {err}") from err
+        t1 = time.perf_counter()
+        envs_in_group = envs.slices[group]
+        global_step += len(rewards)
+        rewards = torch.as_tensor(rewards, dtype=torch.float32)
+        # Truncation is not termination: bootstrap with V(final observation).
+        cut = np.flatnonzero(truncated & ~terminated)
+        if cut.size:
+            final_obs = torch.as_tensor(np.stack([infos["final_obs"][i] for i in cut]))
+            with torch.inference_mode():
+                rewards[cut] += ppo.gamma * model(final_obs)[1]
+        rollout.rewards[step, envs_in_group] = rewards
+        rollout.episode_ends[step, envs_in_group] = torch.as_tensor(terminated | truncated, dtype=torch.float32)
+
+        finished = _finished_episodes(infos)
+        for episode in finished.values():
+            episodes_done += 1
+            recent.append((float(episode["r"]), bool(episode["success"]), int(episode["max_x"])))
+            logger.log(
+                global_step,
+                {
+                    "charts/episodic_return": float(episode["r"]),
+                    "charts/episodic_length": int(episode["l"]),
+                    "charts/success": int(episode["success"]),
+                    "charts/max_x": int(episode["max_x"]),
+                    "charts/episode": episodes_done,
+                },
+            )
+        if anchors is not None:  # APO: remember the best episodes, with p_best
+            anchors.observe(
+                rollout.obs[step, envs_in_group].numpy(),
+                behaviour_logprobs[envs_in_group].numpy(),
+                rollout.actions[step, envs_in_group].numpy(),
+                finished,
+                update,
+                first_env=envs_in_group.start,
+            )
+        timing["env"] += t1 - t0
+        timing["bookkeeping"] += time.perf_counter() - t1
+
     progress = tqdm(
         total=ppo.num_updates * ppo.batch_size,
         initial=global_step,
@@ -220,60 +286,19 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
                 clip_coef = ppo.clip_coef * (1.0 - run_fraction) if ppo.anneal_clip else ppo.clip_coef
                 update_start = time.perf_counter()
 
-                # ---- rollout -------------------------------------------------------------
+                # ---- rollout: each env group steps while the policy acts for the other ----
+                for group in envs.groups:
+                    act(0, group)
                 for step in range(ppo.num_steps):
-                    t0 = time.perf_counter()
-                    rollout.obs[step] = torch.from_numpy(next_obs)
-                    with torch.inference_mode():
-                        logits, values = model(rollout.obs[step])
-                        logprobs_all = F.log_softmax(logits, dim=-1)
-                        actions = torch.multinomial(logprobs_all.exp(), 1).squeeze(1)
-                    rollout.actions[step] = actions
-                    rollout.logprobs[step] = logprobs_all.gather(1, actions[:, None]).squeeze(1)
-                    rollout.values[step] = values
-                    t1 = time.perf_counter()
-                    try:
-                        next_obs, rewards, terminated, truncated, infos = envs.step(actions.numpy())
-                    except Exception as err:  # a worker process died or raised
-                        raise TrainingError(f"an env worker failed at step {global_step}: {type(err).__name__}: {err}") from err
-                    t2 = time.perf_counter()
-                    global_step += ppo.num_envs
-                    rewards = torch.as_tensor(rewards, dtype=torch.float32)
-                    # Truncation is not termination: bootstrap with V(final observation).
-                    cut = np.flatnonzero(truncated & ~terminated)
-                    if cut.size:
-                        final_obs = torch.as_tensor(np.stack([infos["final_obs"][i] for i in cut]))
-                        with torch.inference_mode():
-                            rewards[cut] += ppo.gamma * model(final_obs)[1]
-                    rollout.rewards[step] = rewards
-                    rollout.episode_ends[step] = torch.as_tensor(terminated | truncated, dtype=torch.float32)
-
-                    finished = _finished_episodes(infos)
-                    for episode in finished.values():
-                        episodes_done += 1
-                        recent.append((float(episode["r"]), bool(episode["success"]), int(episode["max_x"])))
-                        logger.log(
-                            global_step,
-                            {
-                                "charts/episodic_return": float(episode["r"]),
-                                "charts/episodic_length": int(episode["l"]),
-                                "charts/success": int(episode["success"]),
-                                "charts/max_x": int(episode["max_x"]),
-                                "charts/episode": episodes_done,
-                            },
-                        )
-                    if anchors is not None:  # APO: remember the best episodes, with p_best
-                        anchors.observe(
-                            rollout.obs[step].numpy(), logprobs_all.numpy(), actions.numpy(), finished, update
-                        )
-                    timing["inference"] += t1 - t0
-                    timing["env"] += t2 - t1
-                    timing["bookkeeping"] += time.perf_counter() - t2
+                    for group in envs.groups:
+                        collect(step, group, update)
+                        if step + 1 < ppo.num_steps:
+                            act(step + 1, group)
 
                 # ---- GAE -----------------------------------------------------------------
                 t0 = time.perf_counter()
                 with torch.inference_mode():
-                    next_value = model(torch.from_numpy(next_obs))[1]
+                    next_value = model(torch.from_numpy(np.concatenate(next_obs)))[1]
                 advantages, returns = compute_gae(
                     rollout.rewards, rollout.values, rollout.episode_ends, next_value, ppo.gamma, ppo.gae_lambda
                 )
@@ -306,11 +331,15 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
                     metrics["charts/success_rate"] = float(np.mean([s for _, s, _ in recent]))
                     metrics["charts/return_mean_100"] = float(np.mean([r for r, _, _ in recent]))
                     metrics["charts/max_x_mean_100"] = float(np.mean([x for _, _, x in recent]))
-                total_time = sum(timing.values())
+                total_time = sum(timing.values())  # training time so far, without evaluation
                 metrics.update({f"perf/{stage}_fraction": seconds / total_time for stage, seconds in timing.items()})
                 if anchors is not None:
                     metrics["anchor/beta"] = beta
                     metrics.update(anchors.metrics(update))
+                metrics["charts/train_seconds"] = total_time
+                if cfg.log.eval_every and update % cfg.log.eval_every == 0:
+                    result = evaluate(model, task, cfg.env, cfg.log.eval_episodes, greedy=True, seed=cfg.seed + update)
+                    metrics.update({f"eval/{key}": result[key] for key in ("mean_return", "success_rate", "mean_max_x")})
                 logger.log(global_step, metrics)
                 progress.update(ppo.batch_size)
                 postfix = {"SPS": f"{sps:.0f}"}

@@ -39,10 +39,14 @@ class NatureCNN(nn.Module):
         # Small policy init keeps the first policy near uniform; value init 1.
         self.policy = layer_init(nn.Linear(512, num_actions), std=0.01)
         self.value = layer_init(nn.Linear(512, 1), std=1.0)
+        # oneDNN's CPU convolutions run ~1.6x faster on channels-last tensors
+        # (measured: 65 vs 103 ms for a 256-frame forward+backward on 2 cores).
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Frames are stored as uint8 everywhere; scaling happens here, once.
-        hidden = self.trunk(obs.float() / 255.0)
+        frames = (obs.float() / 255.0).contiguous(memory_format=torch.channels_last)
+        hidden = self.trunk(frames)
         return self.policy(hidden), self.value(hidden).squeeze(-1)
 
 
