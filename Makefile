@@ -6,11 +6,11 @@ BIN := $(VENV)/bin
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/install.sh
-	bash scripts/install.sh $(VENV) -e '.[test]'
+	bash scripts/install.sh $(VENV) -e '.[test,bench]'
 	touch $@
 
 run: install
-	$(BIN)/mario-apo bench env
+	$(BIN)/mario-apo train --algo apo --level 1-1 --total-steps 20480
 
 test: install lint
 	$(BIN)/python -m pytest -q

@@ -273,7 +273,7 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         cfg = train_config(args)
         run_dir = create_run(cfg)
-    print(f"run dir: {run_dir}", file=sys.stderr)
+        print(f"run dir: {run_dir}", file=sys.stderr)
     try:
         summary = train(cfg, run_dir, resume=bool(args.resume))
     except (NonFiniteLoss, TrainingError) as err:

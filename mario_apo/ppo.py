@@ -18,7 +18,8 @@ from mario_apo.config import PPOConfig
 
 
 class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or inf; the run stops and keeps its last good checkpoint."""
+    """The loss (or the policy's output) became NaN or inf: training diverged. The run
+    stops and keeps its last good checkpoint."""
 
 
 @dataclass

@@ -178,7 +178,7 @@ class EnvGroups:
             for size in sizes:
                 self.envs.append(make_vec_env(task, cfg, size))
         except BaseException:
-            self.close()
+            self.close(terminate=True)
             raise
         self.single_observation_space = self.envs[0].single_observation_space
         self.single_action_space = self.envs[0].single_action_space
@@ -205,6 +205,19 @@ class EnvGroups:
         envs = self.envs[group]
         return envs.step_wait() if isinstance(envs, AsyncVectorEnv) else self._pending.pop(group)
 
-    def close(self) -> None:
+    def close(self, terminate: bool = False) -> None:
+        """Close every group; ``terminate`` kills the workers without waiting for pending steps
+        (after an error, when a worker may be dead and a normal close would wait on it)."""
         for envs in self.envs:
-            envs.close()
+            if terminate and isinstance(envs, AsyncVectorEnv):
+                # gymnasium's close(terminate=True) still reads the pending step's reply
+                # first, which raises EOFError when that worker is dead.
+                for process in envs.processes:
+                    if process.is_alive():
+                        process.terminate()
+                    process.join()
+                for pipe in envs.parent_pipes:
+                    pipe.close()
+                envs.closed = True
+            else:
+                envs.close()

@@ -12,6 +12,7 @@ import platform
 import random
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from datetime import datetime
@@ -29,7 +30,7 @@ from mario_apo.checkpoint import CHECKPOINT, CheckpointError, load_checkpoint, r
 from mario_apo.config import RunConfig
 from mario_apo.evaluate import evaluate
 from mario_apo.logger import RunLogger
-from mario_apo.ppo import Rollout, compute_gae, ppo_update
+from mario_apo.ppo import NonFiniteLoss, Rollout, compute_gae, ppo_update
 from mario_apo.tasks import EnvGroups, parse_task
 from models.actor_critic import make_model
 
@@ -129,7 +130,7 @@ class _StopRequest:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        tqdm.write("mario-apo: stopping after this update to save a checkpoint (Ctrl-C again to abort)")
+        tqdm.write("mario-apo: stopping after this update to save a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
 
     def __exit__(self, *exc):
         signal.signal(signal.SIGINT, self._previous)
@@ -212,6 +213,8 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
         rollout.obs[step, envs_in_group] = torch.from_numpy(next_obs[group])
         with torch.inference_mode():
             logits, values = model(rollout.obs[step, envs_in_group])
+            if not torch.isfinite(logits).all():
+                raise NonFiniteLoss(f"the policy's logits became non-finite at step {global_step}")
             logprobs_all = F.log_softmax(logits, dim=-1)
             actions = torch.multinomial(logprobs_all.exp(), 1).squeeze(1)
         rollout.actions[step, envs_in_group] = actions
@@ -338,8 +341,10 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
                     metrics.update(anchors.metrics(update))
                 metrics["charts/train_seconds"] = total_time
                 if cfg.log.eval_every and update % cfg.log.eval_every == 0:
+                    eval_start = time.perf_counter()
                     result = evaluate(model, task, cfg.env, cfg.log.eval_episodes, greedy=True, seed=cfg.seed + update)
                     metrics.update({f"eval/{key}": result[key] for key in ("mean_return", "success_rate", "mean_max_x")})
+                    metrics["eval/seconds"] = time.perf_counter() - eval_start
                 logger.log(global_step, metrics)
                 progress.update(ppo.batch_size)
                 postfix = {"SPS": f"{sps:.0f}"}
@@ -352,9 +357,13 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
                     save(update)
                 if stop.requested:
                     break
+    except BaseException:
+        envs.close(terminate=True)
+        raise
+    else:
+        envs.close()
     finally:
         progress.close()
-        envs.close()
         logger.close()
     return {
         "run_dir": str(run_dir),

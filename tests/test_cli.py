@@ -61,3 +61,32 @@ def test_bench_env_writes_table_and_json(tmp_path, capsys):
     assert set(result["vector_env_steps_per_s"]) == {"1", "2"}
     assert set(result["bars"]) == {"wrapped_vs_raw", "vector_vs_cores_x_single"}
     assert "raw emulator" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, valid",
+    [
+        (["--algo", "sac"], "invalid choice"),
+        (["--beta", "-0.1"], ">= 0"),
+        (["--anchors", "0"], "positive integer"),
+        (["--task", "cartpole", "--total-steps", "100"], "less than one rollout"),
+        (["--level", "9-9"], "valid levels"),
+        (["--level", "1-1", "--reward", "goal:abc"], "valid modes"),
+        (["--level", "1-1", "--task", "cartpole"], "not both"),
+        (["--resume", "does/not/exist"], "not a run dir"),
+    ],
+)
+def test_train_bad_input_is_one_line_exit_2_and_creates_no_run(capsys, tmp_path, argv, valid):
+    assert main(["train", "--run-dir", str(tmp_path / "runs"), *argv]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mario-apo: error:") and valid in lines[0], lines
+    assert not (tmp_path / "runs").exists()
+
+
+def test_existing_run_dir_is_never_overwritten(tmp_path, capsys):
+    run = tmp_path / "runs" / "taken"
+    run.mkdir(parents=True)
+    (run / "keep.txt").write_text("precious")
+    assert main(["train", "--task", "cartpole", "--run-dir", str(tmp_path / "runs"), "--name", "taken"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (run / "keep.txt").read_text() == "precious"

@@ -1,0 +1,138 @@
+"""The anchor buffer and the anchor KL: admission, eviction, whole episodes, KL values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import hold_right_and_jump
+
+from mario_apo.anchors import AnchorBuffer, anchor_kl
+from mario_apo.config import AnchorConfig, RunConfig, ppo_defaults
+from mario_apo.tasks import make_env, parse_task
+from mario_apo.train import create_run, train
+
+
+def test_forward_and_reverse_kl_match_torch_distributions():
+    torch.manual_seed(0)
+    best_logits, logits = torch.randn(32, 7), torch.randn(32, 7)
+    best_logprobs = torch.log_softmax(best_logits, -1)
+    p_best = torch.distributions.Categorical(logits=best_logits)
+    pi = torch.distributions.Categorical(logits=logits)
+    forward = torch.distributions.kl_divergence(p_best, pi).mean()
+    reverse = torch.distributions.kl_divergence(pi, p_best).mean()
+    torch.testing.assert_close(anchor_kl(best_logprobs, logits, "forward"), forward)
+    torch.testing.assert_close(anchor_kl(best_logprobs, logits, "reverse"), reverse)
+    assert not torch.isclose(forward, reverse)  # the direction matters on these inputs
+    assert anchor_kl(best_logprobs, best_logits, "forward").item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_forward_kl_gradient_pulls_pi_toward_p_best():
+    best_logprobs = torch.log(torch.tensor([[0.7, 0.2, 0.1]]))
+    logits = torch.zeros(1, 3, requires_grad=True)
+    for _ in range(200):
+        loss = anchor_kl(best_logprobs, logits)
+        loss.backward()
+        with torch.no_grad():
+            logits -= 1.0 * logits.grad
+        logits.grad = None
+    torch.testing.assert_close(torch.softmax(logits, -1), best_logprobs.exp(), atol=1e-3, rtol=0)
+
+
+def feed_episode(buffer: AnchorBuffer, env: int, length: int, ret: float, success: bool = False, update: int = 0):
+    """Record a synthetic episode of ``length`` steps on ``env`` (vector obs)."""
+    admitted = []
+    for t in range(length):
+        obs = np.full((buffer_envs(buffer), 3), t, dtype=np.float32)
+        logprobs = np.log(np.full((buffer_envs(buffer), 2), 0.5, dtype=np.float32))
+        actions = np.zeros(buffer_envs(buffer), dtype=np.int64)
+        finished = {env: {"r": ret, "l": length, "success": success, "max_x": 0}} if t == length - 1 else {}
+        # the other envs idle in long episodes of their own
+        admitted += buffer.observe(obs, logprobs, actions, finished, update)
+    return admitted
+
+
+def buffer_envs(buffer: AnchorBuffer) -> int:
+    return len(buffer._open)
+
+
+def test_top_k_admission_keeps_the_best_and_the_first_of_ties():
+    buffer = AnchorBuffer(AnchorConfig(anchors=2), num_envs=1, frame_stack=None, seed=0)
+    for ret in (1.0, 5.0, 3.0, 2.0):
+        feed_episode(buffer, 0, 4, ret)
+    assert [a.episode_return for a in buffer.anchors] == [5.0, 3.0]
+    first_three = buffer.anchors[1].episode_id
+    assert feed_episode(buffer, 0, 4, 3.0) == []  # a tie with the worst does not displace it
+    assert buffer.anchors[1].episode_id == first_three
+    assert buffer.metrics(update=0)["anchor/count"] == 2
+
+
+def test_success_admission_rejects_failed_episodes():
+    buffer = AnchorBuffer(AnchorConfig(anchors=4, anchor_admit="success"), num_envs=1, frame_stack=None, seed=0)
+    feed_episode(buffer, 0, 3, 10.0, success=False)
+    feed_episode(buffer, 0, 3, 1.0, success=True)
+    assert [(a.episode_return, a.success) for a in buffer.anchors] == [(1.0, True)]
+
+
+def test_memory_cap_evicts_the_worst():
+    # one 100-step episode: 100 x (3 obs + 2 logprobs) x 4 B + 100 x 8 B actions = 2,800 B
+    cap_mb = 2.5 * 2800 / 2**20
+    buffer = AnchorBuffer(AnchorConfig(anchors=8, anchor_max_mb=cap_mb), num_envs=1, frame_stack=None, seed=0)
+    for ret in (1.0, 4.0, 2.0, 3.0):
+        feed_episode(buffer, 0, 100, ret)
+    assert [a.episode_return for a in buffer.anchors] == [4.0, 3.0]
+    assert buffer.nbytes <= cap_mb * 2**20
+
+
+def test_episodes_are_recorded_per_env_and_whole():
+    buffer = AnchorBuffer(AnchorConfig(anchors=4), num_envs=2, frame_stack=None, seed=0)
+    obs = np.zeros((2, 3), np.float32)
+    logprobs = np.log(np.full((2, 2), 0.5, np.float32))
+    for t in range(10):
+        finished = {1: {"r": 7.0, "l": 10, "success": False, "max_x": 0}} if t == 9 else {}
+        buffer.observe(obs + t, logprobs, np.array([0, t % 2]), finished, update=t // 4)
+    (anchor,) = buffer.anchors
+    assert anchor.length == 10 and anchor.actions.tolist() == [t % 2 for t in range(10)]
+    np.testing.assert_array_equal(anchor.frames[:, 0], np.arange(10))
+
+
+def test_stored_frames_restack_to_the_observations_seen(env_cfg):
+    env = make_env(parse_task("mario:1-1"), env_cfg)
+    obs, _ = env.reset(seed=0)
+    seen = []
+    buffer = AnchorBuffer(AnchorConfig(anchors=1), num_envs=1, frame_stack=4, seed=0)
+    logprobs = np.log(np.full((1, 7), 1 / 7, np.float32))
+    for t in range(12):
+        seen.append(obs)
+        action = hold_right_and_jump(t)
+        obs, _, _, _, _ = env.step(action)
+        finished = {0: {"r": 1.0, "l": 12, "success": False, "max_x": 0}} if t == 11 else {}
+        buffer.observe(seen[-1][None], logprobs, np.array([action]), finished, update=0)
+    env.close()
+    anchor = buffer.anchors[0]
+    assert anchor.frames.shape == (12, 84, 84)  # the newest frame only
+    np.testing.assert_array_equal(buffer.stacked_obs(anchor, np.arange(12)), np.stack(seen))
+    sampled, sampled_logprobs = buffer.sample(16)
+    assert sampled.shape == (16, 4, 84, 84) and sampled_logprobs.shape == (16, 7)
+
+
+def test_mario_apo_run_admits_episodes_longer_than_a_rollout(tmp_path):
+    """Real Mario, 2 envs x 16 steps per rollout: anchors are whole episodes of up to hundreds of steps."""
+    ppo = ppo_defaults("mario")
+    ppo.num_envs, ppo.num_steps, ppo.total_steps, ppo.num_minibatches, ppo.update_epochs = 2, 16, 640, 2, 1
+    cfg = RunConfig(algo="apo", task="mario:1-1", seed=3, ppo=ppo, anchor=AnchorConfig(anchors=3))
+    cfg.log.run_dir, cfg.log.progress = str(tmp_path), False
+    run_dir = create_run(cfg)
+    train(cfg, run_dir)
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    anchors = state["anchors"]["anchors"]
+    assert anchors, "some episode must have ended in 640 steps"
+    import json
+
+    episodes = [json.loads(line) for line in (run_dir / "metrics.jsonl").open() if "charts/episodic_length" in line]
+    lengths = {e["charts/episode"]: e["charts/episodic_length"] for e in episodes}
+    for anchor in anchors:
+        assert anchor["actions"].shape[0] == lengths[anchor["episode_id"]]
+    assert max(len(a["actions"]) for a in anchors) > ppo.num_steps
+    returns = sorted((e["charts/episodic_return"] for e in episodes), reverse=True)
+    assert [a["episode_return"] for a in anchors] == pytest.approx(returns[: len(anchors)])
