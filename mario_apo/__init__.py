@@ -6,5 +6,8 @@ import os
 # workers need between the learner's forward passes (measured: 225 -> 255 SPS on
 # Mario, 2 cores). Must be set before torch loads its OpenMP runtime.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# CartPole/MountainCar videos render off-screen through pygame; without a display
+# SDL's default video driver only prints an XDG_RUNTIME_DIR error.
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 __version__ = "0.1.0"

@@ -85,7 +85,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--seed", type=int, default=1, help="seed of torch, numpy and the envs. Default: 1")
     what.add_argument("--resume", metavar="RUN_DIR", help="continue runs/<name> from its checkpoint (its saved config is used; --total-steps may extend it)")
 
-    ppo = parser.add_argument_group("PPO (defaults per task family: 'mario-apo train --help' shows Mario's)")
+    ppo = parser.add_argument_group("PPO (defaults depend on the task family; Mario's are shown, the README has the table)")
     ppo.add_argument("--total-steps", type=positive_int, help="agent steps over all envs. Default: Mario 1M, CartPole 100k, MountainCar 1M")
     ppo.add_argument("--num-envs", type=positive_int, help="parallel envs. Default: Mario 8, CartPole 8, MountainCar 16")
     ppo.add_argument("--num-steps", type=positive_int, help="steps per env per rollout. Default: Mario 128")
@@ -99,7 +99,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     ppo.add_argument("--clip-coef", type=positive_float, help="surrogate clip epsilon. Default: Mario 0.1")
     ppo.add_argument("--clip-vloss", action=argparse.BooleanOptionalAction, help="clip the value loss around the old values. Default: Mario on, CartPole/MountainCar off")
     ppo.add_argument("--ent-coef", type=non_negative_float, help="entropy bonus. Default: Mario 0.01")
-    ppo.add_argument("--vf-coef", type=non_negative_float, help="value loss weight. Default: 0.5")
+    ppo.add_argument("--vf-coef", type=non_negative_float, help="value loss weight. Default: 0.5 (CartPole 1.0)")
     ppo.add_argument("--max-grad-norm", type=positive_float, help="global grad-norm clip. Default: 0.5")
 
     apo = parser.add_argument_group("APO (ignored with --algo ppo)")
@@ -122,6 +122,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     log.add_argument("--no-progress", action="store_true", help="no progress bar")
     log.add_argument("--eval-every", type=int, default=0, help="evaluate the greedy policy every N updates, logged as eval/* (0: never). Default: 0")
     log.add_argument("--eval-episodes", type=positive_int, default=10, help="episodes per evaluation. Default: 10")
+    log.add_argument("--video-every", type=int, default=100, help="APO on Mario: when a new best anchor is admitted, write its replay video and log it to W&B, at most once per N updates (0: off). Default: 100")
     log.add_argument("--torch-threads", type=int, default=0, help="torch threads (0: all cores). Default: 0")
     add_env_args(parser)
 
@@ -156,7 +157,7 @@ def train_config(args: argparse.Namespace):
         run_dir=args.run_dir, name=args.name or "", wandb=args.wandb, wandb_project=args.wandb_project,
         wandb_group=args.wandb_group, wandb_tags=[t for t in args.wandb_tags.split(",") if t],
         checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
-        eval_every=max(args.eval_every, 0), eval_episodes=args.eval_episodes,
+        eval_every=max(args.eval_every, 0), eval_episodes=args.eval_episodes, video_every=max(args.video_every, 0),
     )
     cfg = RunConfig(algo=args.algo, task=task.name, seed=args.seed, torch_threads=args.torch_threads,
                     env=env_config(args), ppo=ppo, anchor=anchor, log=log)
@@ -208,6 +209,32 @@ def build_parser() -> Parser:
     train_bench.add_argument("--seed", type=int, default=1, help="seed of every job. Default: 1")
     train_bench.add_argument("--json", default="bench-train.json", help="where to write the JSON result. Default: bench-train.json")
 
+    replay = commands.add_parser(
+        "replay",
+        help="re-simulate anchored Mario episodes, verify them, and write full-colour video",
+        description="Re-run anchored episodes' recorded actions on a fresh emulator, check that return, "
+        "length, max x and success (and every step's frame) match what was recorded, and write MP4 or GIF.",
+    )
+    replay.add_argument("run_dir", help="a run dir, runs/<name>")
+    replay.add_argument("--episode", default="best", help="best (default), all, or an anchor rank N (0 = best)")
+    replay.add_argument("--out", help="video file, .mp4 or .gif. Default: <run_dir>/videos/anchor-<rank>-ep<id>.mp4")
+    replay.add_argument("--fps", type=positive_int, default=60, help="frames per second (the NES draws 60). Default: 60")
+    replay.add_argument("--scale", type=positive_int, default=2, help="pixel scale of the 256x240 screen. Default: 2")
+
+    evaluation = commands.add_parser(
+        "eval", help="evaluate a run's checkpoint on fresh envs: success (flag) rate, returns, max x, lengths"
+    )
+    evaluation.add_argument("run_dir", help="a run dir, runs/<name>")
+    evaluation.add_argument("--checkpoint", default="latest", help="latest (the run's checkpoint.pt) or a checkpoint path. Default: latest")
+    evaluation.add_argument("--episodes", type=positive_int, default=20, help="episodes per level. Default: 20")
+    policy = evaluation.add_mutually_exclusive_group()
+    policy.add_argument("--greedy", dest="greedy", action="store_true", default=True, help="most probable action (default)")
+    policy.add_argument("--sample", dest="greedy", action="store_false", help="sample actions from the policy")
+    evaluation.add_argument("--level", nargs="+", metavar="W-S", help="Mario levels to evaluate on (the run's reward mode). Default: the run's level")
+    evaluation.add_argument("--seed", type=int, default=0, help="seed of the eval envs and sampling. Default: 0")
+    evaluation.add_argument("--video", help="record the first episode (of the first level) to this .mp4 or .gif")
+    evaluation.add_argument("--json", help="where to write the results. Default: <run_dir>/eval.json")
+
     train = commands.add_parser(
         "train",
         help="train PPO or APO (Anchored Policy Optimization) on a task",
@@ -253,6 +280,99 @@ def run_bench_train(args: argparse.Namespace) -> None:
     print(f"wrote {args.json}")
 
 
+def usable_video_path(path: str) -> None:
+    from pathlib import Path
+
+    from mario_apo.video import check_video_path
+
+    try:
+        check_video_path(Path(path))
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mario_apo.replay import ReplayMismatch, load_anchor_index, replay, select_anchors, stored_frames_by_episode
+    from mario_apo.tasks import EnvConfig, parse_task
+    from mario_apo.video import VideoWriter
+
+    run_dir = Path(args.run_dir)
+    index = load_anchor_index(run_dir)
+    chosen = select_anchors(index, args.episode)
+    task, env_cfg = parse_task(index["task"]), EnvConfig(**index["env"])
+    if not task.is_mario:
+        raise UsageError(f"replay renders Mario episodes; {run_dir} trains {task.name!r}")
+    if args.out:
+        usable_video_path(args.out)
+    stored = stored_frames_by_episode(run_dir)
+    for anchor in chosen:
+        name = f"anchor-{anchor['rank']}-ep{anchor['episode_id']}"
+        if args.out is None:
+            out = run_dir / "videos" / f"{name}.mp4"
+        elif len(chosen) > 1:
+            out = Path(args.out).with_name(f"{Path(args.out).stem}-{name}{Path(args.out).suffix}")
+        else:
+            out = Path(args.out)
+        try:
+            with VideoWriter(out, fps=args.fps, scale=args.scale) as video:
+                episode = replay(task, env_cfg, anchor["actions"], anchor, stored.get(anchor["episode_id"]), video)
+        except ReplayMismatch as err:
+            print(f"mario-apo: replay of {name} failed verification: {err}; no video written", file=sys.stderr)
+            return 1
+        print(
+            f"{name}: verified (return {episode['r']:.3f}, length {episode['l']}, max x {episode['max_x']}, "
+            f"success {episode['success']}); {video.frames} frames -> {out}"
+        )
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from mario_apo.checkpoint import CheckpointError, load_checkpoint
+    from mario_apo.evaluate import evaluate
+    from mario_apo.tasks import make_env, parse_task
+    from mario_apo.train import load_run_config
+    from models.actor_critic import make_model
+
+    run_dir = Path(args.run_dir)
+    cfg = load_run_config(run_dir)
+    task = parse_task(cfg.task)
+    if args.video:
+        usable_video_path(args.video)
+    if args.level and not task.is_mario:
+        raise UsageError(f"--level is for Mario runs; {run_dir} trains {task.name!r}")
+    tasks = [parse_task(f"mario:{level}:{task.reward}") for level in args.level] if args.level else [task]
+    checkpoint_path = run_dir / "checkpoint.pt" if args.checkpoint == "latest" else Path(args.checkpoint)
+    state = load_checkpoint(checkpoint_path)
+    if state.get("task") != task.name:
+        raise CheckpointError(f"checkpoint {checkpoint_path} is from task {state.get('task')!r}, not {task.name!r}")
+    probe = make_env(task, cfg.env)
+    model = make_model(probe.observation_space, probe.action_space)
+    probe.close()
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {checkpoint_path} does not fit this run's model: {str(err).splitlines()[0]}") from None
+    model.eval()
+    results = []
+    for k, eval_task in enumerate(tasks):
+        video = Path(args.video) if args.video and k == 0 else None
+        result = evaluate(model, eval_task, cfg.env, args.episodes, args.greedy, args.seed, video)
+        result.update({"checkpoint": str(checkpoint_path), "global_step": state["global_step"]})
+        results.append(result)
+        print(
+            f"{eval_task.name}: success {result['success_rate']:.2f} over {result['episodes']} {result['policy']} episodes; "
+            f"return mean {result['mean_return']:.2f} median {result['median_return']:.2f}; "
+            f"max x mean {result['mean_max_x']:.0f}; length mean {result['mean_length']:.0f}"
+        )
+    out = Path(args.json) if args.json else run_dir / "eval.json"
+    out.write_text(json.dumps({"run_dir": str(run_dir), "results": results}, indent=2))
+    print(f"wrote {out}" + (f" and {args.video}" if args.video else ""))
+
+
 def run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -285,6 +405,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from mario_apo.checkpoint import CheckpointError
+    from mario_apo.replay import ReplayError
     from mario_apo.tasks import TaskError
 
     try:
@@ -297,7 +418,11 @@ def main(argv: list[str] | None = None) -> int:
             run_bench_train(args)
         elif args.command == "train":
             return run_train(args)
-    except (UsageError, TaskError, CheckpointError) as err:
+        elif args.command == "replay":
+            return run_replay(args)
+        elif args.command == "eval":
+            run_eval(args)
+    except (UsageError, TaskError, CheckpointError, ReplayError) as err:
         print(f"mario-apo: error: {err}", file=sys.stderr)
         return USAGE_ERROR
     return 0

@@ -112,6 +112,8 @@ class LogConfig:
     """Evaluate the greedy policy every N updates on a fresh env (0: never)."""
     eval_episodes: int = 10
     """Episodes per evaluation."""
+    video_every: int = 100
+    """APO on Mario: video of each new best anchor (videos/, and W&B media), at most once per N updates (0: off)."""
 
 
 @dataclass

@@ -2,36 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
 
 from mario_apo.tasks import EnvConfig, Task, make_env
+from mario_apo.video import VideoWriter
 
 
-def evaluate(model: nn.Module, task: Task, env_cfg: EnvConfig, episodes: int, greedy: bool = True, seed: int = 0) -> dict:
+def evaluate(
+    model: nn.Module,
+    task: Task,
+    env_cfg: EnvConfig,
+    episodes: int,
+    greedy: bool = True,
+    seed: int = 0,
+    video_path: Path | None = None,
+) -> dict:
     """Play ``episodes`` episodes one after another on one fresh env.
 
     :param greedy: take the most probable action; else sample from the policy
+    :param video_path: record the first episode there (.mp4 or .gif): every emulated
+        frame in colour for Mario, the env's own rendering for the classic tasks
     :return: success rate, mean/median return, mean max-x, mean length, episode count
     """
-    env = make_env(task, env_cfg)
+    env = make_env(task, env_cfg, render_mode=None if task.is_mario or video_path is None else "rgb_array",
+                   record_frames=task.is_mario and video_path is not None)
     generator = torch.Generator().manual_seed(seed)
     results = []
     try:
         for episode in range(episodes):
-            obs, _ = env.reset(seed=seed + episode)
-            while True:
-                with torch.inference_mode():
-                    logits, _ = model(torch.as_tensor(obs[None]))
-                if greedy:
-                    action = int(logits.argmax(-1))
-                else:
-                    action = int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
-                obs, _, terminated, truncated, info = env.step(action)
-                if terminated or truncated:
-                    results.append(info["episode"])
-                    break
+            video = VideoWriter(video_path, scale=2 if task.is_mario else 1) if episode == 0 and video_path else None
+            results.append(_play(model, env, task, greedy, generator, seed + episode, video))
     finally:
         env.close()
     returns = np.array([r["r"] for r in results])
@@ -45,3 +50,26 @@ def evaluate(model: nn.Module, task: Task, env_cfg: EnvConfig, episodes: int, gr
         "mean_max_x": float(np.mean([r["max_x"] for r in results])),
         "mean_length": float(np.mean([r["l"] for r in results])),
     }
+
+
+def _play(model, env, task: Task, greedy: bool, generator: torch.Generator, seed: int, video: VideoWriter | None) -> dict:
+    """One episode; returns its ``info["episode"]``."""
+    obs, _ = env.reset(seed=seed)
+    step, episode_return, info = 0, 0.0, {}
+    with video if video is not None else contextlib.nullcontext():
+        while True:
+            if video is not None:
+                frames = env.get_wrapper_attr("frames") if task.is_mario else [(env.render(), 0)]
+                for rgb, x_pos in frames:
+                    video.add(rgb, [f"step {step}  return {episode_return:.2f}"] + ([f"x {x_pos}"] if task.is_mario else []))
+                frames.clear()
+            if "episode" in info:
+                return info["episode"]
+            with torch.inference_mode():
+                logits, _ = model(torch.as_tensor(obs[None]))
+            if greedy:
+                action = int(logits.argmax(-1))
+            else:
+                action = int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
+            obs, reward, _, _, info = env.step(action)
+            step, episode_return = step + 1, episode_return + float(reward)

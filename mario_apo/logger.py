@@ -62,6 +62,15 @@ class RunLogger:
         if self._wandb is not None:
             self._wandb.log(record)
 
+    def log_video(self, global_step: int, key: str, path: Path) -> None:
+        """A video file as W&B media (the file itself stays in the run dir)."""
+        self._file.write(json.dumps({"global_step": global_step, key: str(path)}) + "\n")
+        self._file.flush()
+        if self._wandb is not None:
+            import wandb
+
+            self._wandb.log({"global_step": global_step, key: wandb.Video(str(path), format=path.suffix[1:])})
+
     def close(self) -> None:
         self._file.close()
         if self._wandb is not None:

@@ -30,6 +30,7 @@ from gymnasium.wrappers import FrameStackObservation, ResizeObservation, TimeLim
 
 from wrappers.episode import EpisodeStats, success_from_info
 from wrappers.mario import ACTION_SETS, LEVELS, MarioEnv, parse_level
+from wrappers.record import FrameRecorder
 from wrappers.reward import REWARD_MODES, MarioReward, parse_reward
 from wrappers.skip import MaxAndSkip
 
@@ -107,8 +108,12 @@ def _mountaincar_success(episode_return: float, terminated: bool, info: dict[str
     return terminated
 
 
-def make_env(task: Task, cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
-    """One fully wrapped env: Mario frames come out as uint8 ``(stack, 84, 84)``."""
+def make_env(task: Task, cfg: EnvConfig, render_mode: str | None = None, record_frames: bool = False) -> gym.Env:
+    """One fully wrapped env: Mario frames come out as uint8 ``(stack, 84, 84)``.
+
+    :param record_frames: Mario only: keep every emulated frame in colour (``FrameRecorder``,
+        reachable as ``env.get_wrapper_attr("frames")``) for videos
+    """
     if task.family == "cartpole":
         return EpisodeStats(gym.make(CLASSIC_TASKS["cartpole"], render_mode=render_mode), task.name, _cartpole_success)
     if task.family == "mountaincar":
@@ -117,6 +122,8 @@ def make_env(task: Task, cfg: EnvConfig, render_mode: str | None = None) -> gym.
     # Gray straight from the emulator's buffer: gymnasium's GrayscaleObservation
     # (a float64 weighted sum) alone costs a fifth of the emulator's time.
     env = MarioEnv(task.level, cfg.action_set, obs_type="gray", render_mode=render_mode)
+    if record_frames:
+        env = FrameRecorder(env)
     env = MarioReward(env, task.reward)
     env = MaxAndSkip(env, cfg.frame_skip)
     env = TimeLimit(env, cfg.max_episode_steps)

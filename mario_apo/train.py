@@ -280,6 +280,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
         dynamic_ncols=True,
     )
     update = start_update
+    last_video = [None, -(10**9)]  # episode id and update of the last best-anchor video
     try:
         with _StopRequest() as stop:
             for update in range(start_update + 1, ppo.num_updates + 1):
@@ -346,6 +347,11 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
                     metrics.update({f"eval/{key}": result[key] for key in ("mean_return", "success_rate", "mean_max_x")})
                     metrics["eval/seconds"] = time.perf_counter() - eval_start
                 logger.log(global_step, metrics)
+                if anchors is not None and task.is_mario and cfg.log.video_every and anchors.best is not None:
+                    best = anchors.best
+                    if best.episode_id != last_video[0] and update - last_video[1] >= cfg.log.video_every:
+                        log_best_anchor_video(run_dir, task, cfg, best, logger, global_step)
+                        last_video[:] = [best.episode_id, update]
                 progress.update(ppo.batch_size)
                 postfix = {"SPS": f"{sps:.0f}"}
                 if recent:
@@ -374,6 +380,22 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
         "success_rate_100": float(np.mean([s for _, s, _ in recent])) if recent else 0.0,
         "return_mean_100": float(np.mean([r for r, _, _ in recent])) if recent else 0.0,
     }
+
+
+def log_best_anchor_video(run_dir: Path, task, cfg: RunConfig, best, logger: RunLogger, global_step: int) -> None:
+    """Replay the new best anchor on a fresh emulator (verified step by step) and log its video."""
+    from mario_apo.replay import ReplayMismatch, replay
+    from mario_apo.video import VideoWriter
+
+    path = run_dir / "videos" / f"best-ep{best.episode_id}.mp4"
+    expected = {"return": best.episode_return, "length": best.length, "max_x": best.max_x, "success": best.success}
+    try:
+        with VideoWriter(path) as video:
+            replay(task, cfg.env, best.actions, expected, best.frames, video)
+    except ReplayMismatch as err:  # would mean the env is not deterministic: say so, keep training
+        tqdm.write(f"mario-apo: no video of anchor episode {best.episode_id}: {err}", file=sys.stderr)
+        return
+    logger.log_video(global_step, "anchor/best_video", path)
 
 
 def write_anchor_index(run_dir: Path, anchors: AnchorBuffer) -> None:

@@ -1,0 +1,121 @@
+"""Replay anchored Mario episodes on a fresh emulator, verify them, and render them as video.
+
+The NES is deterministic: re-running an episode's recorded actions from reset
+through the same wrappers reproduces it. Replay checks that it did, step by step
+against the 84x84 frames stored with the anchor and at the end against the
+recorded return, length, max x-position and success; a mismatch names the first
+diverging step and no video is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mario_apo.tasks import EnvConfig, Task, make_env
+from mario_apo.video import VideoWriter
+
+
+class ReplayError(ValueError):
+    """A replay request that cannot be served: no anchors, bad episode index, not a Mario run."""
+
+
+class ReplayMismatch(RuntimeError):
+    """The re-simulated episode differs from the recorded one."""
+
+
+def replay(
+    task: Task,
+    env_cfg: EnvConfig,
+    actions: list[int] | np.ndarray,
+    expected: dict[str, Any],
+    stored_frames: np.ndarray | None = None,
+    video: VideoWriter | None = None,
+) -> dict[str, Any]:
+    """Re-run ``actions`` from reset, streaming every emulated frame to ``video``.
+
+    :param expected: the recorded ``return``, ``length``, ``max_x`` and ``success``
+    :param stored_frames: (length, 84, 84) newest frame of each observation the policy saw, if kept
+    :return: the replayed episode's ``info["episode"]``
+    :raises ReplayMismatch: naming the first diverging step (the caller's video is then discarded)
+    """
+    if not task.is_mario:
+        raise ReplayError(f"replay renders Mario episodes; task {task.name!r} has no emulator to replay")
+    env = make_env(task, env_cfg, record_frames=True)
+    try:
+        obs, info = env.reset(seed=0)
+        recorded = env.get_wrapper_attr("frames")
+        episode_return, success = 0.0, False
+        for step in range(len(actions) + 1):
+            for rgb, x_pos in recorded:  # the frames this step emulated
+                if video is not None:
+                    video.add(rgb, [f"step {step}  return {episode_return:.2f}", f"x {x_pos}" + ("  SUCCESS" if success else "")])
+            recorded.clear()
+            if step == len(actions):
+                break
+            if "episode" in info:
+                raise ReplayMismatch(
+                    f"replay diverges at step {step}: the episode already ended, but {len(actions)} steps were recorded"
+                )
+            if stored_frames is not None and not np.array_equal(obs[-1], stored_frames[step]):
+                raise ReplayMismatch(f"replay diverges at step {step}: the observation differs from the recorded one")
+            obs, reward, _, _, info = env.step(int(actions[step]))
+            episode_return += reward
+            success = bool(info["success"])
+        if "episode" not in info:
+            raise ReplayMismatch(f"replay diverges at step {len(actions)}: the episode goes on after the recorded end")
+        _check_outcome(info["episode"], expected)
+        return info["episode"]
+    finally:
+        env.close()
+
+
+def _check_outcome(episode: dict[str, Any], expected: dict[str, Any]) -> None:
+    replayed = {"return": episode["r"], "length": episode["l"], "max_x": episode["max_x"], "success": episode["success"]}
+    for key, value in replayed.items():
+        same = math.isclose(value, expected[key], rel_tol=1e-9, abs_tol=1e-9) if key == "return" else value == expected[key]
+        if not same:
+            raise ReplayMismatch(
+                f"replay diverges at step {episode['l']} (the end): {key} {value!r}, recorded {expected[key]!r}"
+            )
+
+
+# ---- anchors of a run dir --------------------------------------------------------------
+
+
+def load_anchor_index(run_dir: Path) -> dict[str, Any]:
+    """``anchors.json`` of a run, or ``ReplayError`` naming what is missing."""
+    if not (run_dir / "config.json").exists():
+        raise ReplayError(f"{run_dir} is not a run dir (no config.json)")
+    path = run_dir / "anchors.json"
+    if not path.exists():
+        raise ReplayError(f"{run_dir} has no anchors: only APO runs record them (anchors.json is written with each checkpoint)")
+    index = json.loads(path.read_text())
+    if not index["anchors"]:
+        raise ReplayError(f"{run_dir} has no anchors yet: no episode had ended by its last checkpoint")
+    return index
+
+
+def select_anchors(index: dict[str, Any], episode: str) -> list[dict[str, Any]]:
+    """``best`` (rank 0), ``all``, or a rank N (0 = best)."""
+    anchors = index["anchors"]
+    if episode == "best":
+        return anchors[:1]
+    if episode == "all":
+        return anchors
+    if episode.isdigit() and int(episode) < len(anchors):
+        return [anchors[int(episode)]]
+    raise ReplayError(f"--episode {episode!r}: valid are best, all, or a rank 0-{len(anchors) - 1}")
+
+
+def stored_frames_by_episode(run_dir: Path) -> dict[int, np.ndarray]:
+    """Episode id -> stored 84x84 frames, from the run's checkpoint (for step-by-step checks)."""
+    from mario_apo.checkpoint import load_checkpoint
+
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    anchors = (state.get("anchors") or {}).get("anchors", [])
+    return {a["episode_id"]: a["frames"] for a in anchors}
