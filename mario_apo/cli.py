@@ -235,6 +235,17 @@ def build_parser() -> Parser:
     evaluation.add_argument("--video", help="record the first episode (of the first level) to this .mp4 or .gif")
     evaluation.add_argument("--json", help="where to write the results. Default: <run_dir>/eval.json")
 
+    suite = commands.add_parser("suite", help="benchmark suites: run the matrix, write the report")
+    suites = suite.add_subparsers(dest="suite", required=True, parser_class=Parser)
+    suite_run = suites.add_parser(
+        "run", help="run every (task, algo, seed) of a suite, each in its own process; skips finished runs, resumes interrupted ones"
+    )
+    suite_run.add_argument("suite_file", help="a suite file, e.g. experiments/cartpole.toml")
+    suite_run.add_argument("--jobs", type=positive_int, help="runs at once (torch threads = cores // jobs). Default: the suite's jobs")
+    suite_report = suites.add_parser("report", help="Markdown report and PNG figures from the suite's local run dirs")
+    suite_report.add_argument("suite_file", help="a suite file, e.g. experiments/cartpole.toml")
+    suite_report.add_argument("--out", help="output folder. Default: experiments/results/<suite name>")
+
     train = commands.add_parser(
         "train",
         help="train PPO or APO (Anchored Policy Optimization) on a task",
@@ -373,6 +384,23 @@ def run_eval(args: argparse.Namespace) -> None:
     print(f"wrote {out}" + (f" and {args.video}" if args.video else ""))
 
 
+def run_suite_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mario_apo.suite import load_suite, run_suite
+
+    suite = load_suite(Path(args.suite_file))
+    if args.suite == "run":
+        counts = run_suite(suite, args.jobs)
+        print(f"suite {suite.name}: {counts['done']} already finished, {counts['ran']} ran, {counts['failed']} failed")
+        return 1 if counts["failed"] else 0
+    from mario_apo.report import write_report
+
+    report = write_report(suite, Path(args.out) if args.out else None)
+    print(f"wrote {report}")
+    return 0
+
+
 def run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -406,6 +434,7 @@ def run_train(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     from mario_apo.checkpoint import CheckpointError
     from mario_apo.replay import ReplayError
+    from mario_apo.suite import SuiteError
     from mario_apo.tasks import TaskError
 
     try:
@@ -422,7 +451,9 @@ def main(argv: list[str] | None = None) -> int:
             return run_replay(args)
         elif args.command == "eval":
             run_eval(args)
-    except (UsageError, TaskError, CheckpointError, ReplayError) as err:
+        elif args.command == "suite":
+            return run_suite_command(args)
+    except (UsageError, TaskError, CheckpointError, ReplayError, SuiteError) as err:
         print(f"mario-apo: error: {err}", file=sys.stderr)
         return USAGE_ERROR
     return 0

@@ -150,6 +150,8 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
         torch.set_num_threads(cfg.torch_threads)
 
     checkpoint = load_checkpoint(checkpoint_path) if resume else None
+    if resume:
+        (run_dir / "summary.json").unlink(missing_ok=True)  # a resumed run is unfinished again
     if checkpoint is not None and checkpoint["task"] != task.name:
         raise CheckpointError(f"checkpoint in {run_dir} is from task {checkpoint['task']!r}, not {task.name!r}")
 
@@ -371,7 +373,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
     finally:
         progress.close()
         logger.close()
-    return {
+    summary = {
         "run_dir": str(run_dir),
         "global_step": global_step,
         "updates": update,
@@ -380,6 +382,9 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
         "success_rate_100": float(np.mean([s for _, s, _ in recent])) if recent else 0.0,
         "return_mean_100": float(np.mean([r for r, _, _ in recent])) if recent else 0.0,
     }
+    if not summary["interrupted"]:  # marks the run finished (the suite runner skips it)
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
 
 
 def log_best_anchor_video(run_dir: Path, task, cfg: RunConfig, best, logger: RunLogger, global_step: int) -> None:

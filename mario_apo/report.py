@@ -1,0 +1,283 @@
+"""A suite's report from its local run dirs only (no network): Markdown, PNG figures, JSON summary.
+
+Success is the rolling success rate over the last 100 episodes (``charts/success_rate``),
+the flag-reach (or goal-reach) rate on Mario. Per run: the final success rate, the area
+under the success curve (its mean over a grid of env steps, so 1.0 = always succeeding),
+the final 100-episode mean return, the env steps to the first success, and whether it
+"forgot": after first reaching its peak success rate, it fell below half that peak.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mario_apo import stats
+from mario_apo.suite import RunSpec, Suite, expand
+
+GRID_POINTS = 50
+
+
+@dataclass
+class RunData:
+    spec: RunSpec
+    steps: np.ndarray  # global step of each update
+    success: np.ndarray  # rolling 100-episode success rate at each update
+    returns: np.ndarray  # rolling 100-episode mean return at each update
+    episode_returns: np.ndarray
+    first_success_step: int | None
+
+    def on_grid(self, values: np.ndarray, grid: np.ndarray, before: float) -> np.ndarray:
+        """The step function of ``values`` (last update at or before each grid step)."""
+        idx = np.searchsorted(self.steps, grid, side="right") - 1
+        return np.where(idx >= 0, values[np.maximum(idx, 0)], before)
+
+    @property
+    def forgot(self) -> bool:
+        peak = self.success.max(initial=0.0)
+        if peak <= 0:
+            return False
+        after_peak = self.success[int(np.argmax(self.success >= peak)):]
+        return bool((after_peak < peak / 2).any())
+
+
+def load_run(run_dir: Path, spec: RunSpec) -> RunData:
+    steps, success, returns, episode_returns = [], [], [], []
+    first_success = None
+    for line in (run_dir / "metrics.jsonl").open():
+        record = json.loads(line)
+        if "charts/SPS" in record:
+            steps.append(record["global_step"])
+            success.append(record.get("charts/success_rate", 0.0))
+            returns.append(record.get("charts/return_mean_100", np.nan))
+        elif "charts/episodic_return" in record:
+            episode_returns.append(record["charts/episodic_return"])
+            if record["charts/success"] and first_success is None:
+                first_success = record["global_step"]
+    returns = np.array(returns, dtype=float)
+    # before the first episode ends there is no return to average: carry the first one back
+    if np.isnan(returns).all():
+        returns[:] = 0.0
+    else:
+        returns = np.where(np.isnan(returns), returns[~np.isnan(returns)][0], returns)
+    return RunData(spec, np.array(steps), np.array(success, dtype=float), returns,
+                   np.array(episode_returns, dtype=float), first_success)
+
+
+def collect(suite: Suite) -> tuple[dict[tuple[str, str], list[RunData]], list[str]]:
+    """Finished runs by (task, algo label), and the names of runs not finished."""
+    runs: dict[tuple[str, str], list[RunData]] = {}
+    missing = []
+    for spec in expand(suite):
+        run_dir = suite.runs_dir / spec.name
+        if not (run_dir / "summary.json").exists():
+            missing.append(spec.name)
+            continue
+        runs.setdefault((spec.task, spec.label), []).append(load_run(run_dir, spec))
+    return runs, missing
+
+
+def _fmt(point: float, low: float, high: float, digits: int = 2) -> str:
+    return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _diff_ci(a: np.ndarray, b: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean(a) - mean(b) with a bootstrap CI resampling each group's seeds independently."""
+    rng = np.random.default_rng(seed)
+    diffs = (a[rng.integers(len(a), size=(reps, len(a)))].mean(1) - b[rng.integers(len(b), size=(reps, len(b)))].mean(1))
+    low, high = np.quantile(diffs, [0.025, 0.975])
+    return float(a.mean() - b.mean()), float(low), float(high)
+
+
+def _verdict(diff: tuple[float, float, float], what: str) -> str:
+    point, low, high = diff
+    if low > 0:
+        return f"APO higher {what} ({_fmt(*diff)}; the 95% CI excludes 0)"
+    if high < 0:
+        return f"APO lower {what} ({_fmt(*diff)}; the 95% CI excludes 0)"
+    return f"no detectable difference in {what} ({_fmt(*diff)}; the 95% CI includes 0)"
+
+
+def write_report(suite: Suite, out_dir: Path | None = None) -> Path:
+    """Write ``report.md``, ``summary.json`` and the PNG figures; return the report path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir or suite.results_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs, missing = collect(suite)
+    labels = list(suite.algos)
+    baseline = next((label for label in labels if suite.algos[label]["algo"] == "ppo"), labels[0])
+    others = [label for label in labels if label != baseline]
+    tasks = [task for task in suite.tasks if all((task, label) in runs for label in labels)]
+    grid = np.linspace(suite.total_steps / GRID_POINTS, suite.total_steps, GRID_POINTS)
+    random_path = suite.runs_dir / "random_policy.json"
+    random_policy = json.loads(random_path.read_text()) if random_path.exists() else {}
+
+    summary: dict = {"suite": suite.name, "total_steps": suite.total_steps, "seeds": suite.seeds,
+                     "missing_runs": missing, "tasks": {}, "overall": {}}
+    lines = [f"# Suite `{suite.name}`", "", suite.description.strip(), ""]
+    lines += [f"Generated by `mario-apo suite report {suite.path}` from the run dirs under `{suite.runs_dir}/`. "
+              f"Budget: {suite.total_steps:,} agent steps per run, seeds {suite.seeds}. "
+              "Intervals are 95% bootstrap CIs over seeds.", ""]
+    if missing:
+        lines += [f"**Incomplete:** {len(missing)} of {len(expand(suite))} runs have not finished and are left out: "
+                  f"{', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''}.", ""]
+
+    final_scores = {label: [] for label in labels}  # label -> per task arrays of seeds
+    auc_scores = {label: [] for label in labels}
+    for task in tasks:
+        summary["tasks"][task] = {}
+        fig, (ax_s, ax_r) = plt.subplots(1, 2, figsize=(11, 4))
+        lines += [f"## {task}", ""]
+        if task in random_policy:
+            lines += [f"Uniform-random policy success rate: {random_policy[task]['success_rate']:.3f} "
+                      f"({random_policy[task]['episodes']} episodes).", ""]
+        lines += ["| algo | seeds | final success | success AUC | final return (100 ep.) | steps to first success (median; never) | forgot |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for label in labels:
+            data = runs[(task, label)]
+            success_curves = np.stack([r.on_grid(r.success, grid, 0.0) for r in data])
+            return_curves = np.stack([r.on_grid(r.returns, grid, r.returns[0]) for r in data])
+            final = np.array([r.success[-1] for r in data])
+            auc = success_curves.mean(axis=1)
+            final_return = np.array([r.returns[-1] for r in data])
+            firsts = [r.first_success_step for r in data]
+            reached = [f for f in firsts if f is not None]
+            forgot = np.mean([r.forgot for r in data])
+            final_scores[label].append(final)
+            auc_scores[label].append(auc)
+            row = {
+                "seeds": len(data),
+                "final_success": stats.stratified_bootstrap_ci(final, stats.mean),
+                "success_auc": stats.stratified_bootstrap_ci(auc, stats.mean),
+                "final_return": stats.stratified_bootstrap_ci(final_return, stats.mean),
+                "median_steps_to_first_success": float(np.median(reached)) if reached else None,
+                "never_succeeded": len(firsts) - len(reached),
+                "forgetting_fraction": float(forgot),
+            }
+            summary["tasks"][task][label] = row
+            first_text = f"{row['median_steps_to_first_success']:,.0f}" if reached else "-"
+            lines.append(
+                f"| {label} | {len(data)} | {_fmt(*row['final_success'])} | {_fmt(*row['success_auc'])} | "
+                f"{_fmt(*row['final_return'])} | {first_text}; {row['never_succeeded']} | {forgot:.2f} |"
+            )
+            for ax, curves in ((ax_s, success_curves), (ax_r, return_curves)):
+                mean_curve, low, high = stats.bootstrap_band(curves)
+                ax.plot(grid, mean_curve, label=f"{label} (n={len(data)})")
+                ax.fill_between(grid, low, high, alpha=0.25)
+        for label in others:
+            diff = _diff_ci(final_scores[label][-1], final_scores[baseline][-1])
+            summary["tasks"][task][f"{label}_minus_{baseline}_final_success"] = diff
+            lines += ["", f"{label} vs {baseline}: {_verdict(diff, 'final success rate')}."]
+        ax_s.set(title=f"{task}: success rate (last 100 episodes)", xlabel="agent steps (all envs)", ylabel="success rate")
+        ax_r.set(title=f"{task}: return (last 100 episodes)", xlabel="agent steps (all envs)", ylabel="return")
+        for ax in (ax_s, ax_r):
+            ax.legend()
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        figure = f"curves-{task.replace(':', '-')}.png"
+        fig.savefig(out_dir / figure, dpi=110)
+        plt.close(fig)
+        lines += ["", f"![{task} curves]({figure})", ""]
+        lines += _episode_figure(runs, task, labels, out_dir, plt)
+
+    if tasks:
+        lines += _overall(labels, baseline, others, final_scores, auc_scores, summary)
+    if random_policy and others and len(tasks) > 1:
+        lines += _ladder_figure(tasks, labels, baseline, others, final_scores, random_policy, out_dir, plt)
+
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    report = out_dir / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
+def _overall(labels, baseline, others, final_scores, auc_scores, summary) -> list[str]:
+    lines = ["## Overall (all tasks)", "",
+             "IQM over all (task, seed) scores with 95% stratified bootstrap CIs; P(X > Y) as in rliable.", "",
+             "| algo | IQM final success | IQM success AUC |", "| --- | --- | --- |"]
+    for label in labels:
+        final = np.stack(final_scores[label], axis=1)
+        auc = np.stack(auc_scores[label], axis=1)
+        row = {"iqm_final_success": stats.stratified_bootstrap_ci(final, stats.iqm),
+               "iqm_success_auc": stats.stratified_bootstrap_ci(auc, stats.iqm)}
+        summary["overall"][label] = row
+        lines.append(f"| {label} | {_fmt(*row['iqm_final_success'])} | {_fmt(*row['iqm_success_auc'])} |")
+    lines.append("")
+    for label in others:
+        x_final, y_final = np.stack(final_scores[label], 1), np.stack(final_scores[baseline], 1)
+        x_auc, y_auc = np.stack(auc_scores[label], 1), np.stack(auc_scores[baseline], 1)
+        poi_final = stats.probability_of_improvement_ci(x_final, y_final)
+        poi_auc = stats.probability_of_improvement_ci(x_auc, y_auc)
+        summary["overall"][f"P({label}>{baseline})"] = {"final_success": poi_final, "success_auc": poi_auc}
+        lines.append(f"P({label} > {baseline}): final success {_fmt(*poi_final)}, success AUC {_fmt(*poi_auc)} "
+                     "(0.5 = no difference).")
+    return lines + [""]
+
+
+def _episode_figure(runs, task, labels, out_dir: Path, plt) -> list[str]:
+    """The talk's figure: return, 100-episode moving average, vs episodes; mean and 95% CI over seeds."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label in labels:
+        data = runs[(task, label)]
+        length = min(len(r.episode_returns) for r in data)
+        if length == 0:
+            continue
+        curves = []
+        for r in data:
+            cumulative = np.cumsum(np.insert(r.episode_returns[:length], 0, 0.0))
+            window = np.minimum(np.arange(1, length + 1), 100)
+            curves.append((cumulative[1:] - cumulative[np.arange(1, length + 1) - window]) / window)
+        mean_curve, low, high = stats.bootstrap_band(np.stack(curves))
+        episodes = np.arange(1, length + 1)
+        ax.plot(episodes, mean_curve, label=f"{label} (n={len(data)})")
+        ax.fill_between(episodes, low, high, alpha=0.25)
+    ax.set(title=f"{task}: return, 100-episode moving average", xlabel="episode", ylabel="return")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    figure = f"episodes-{task.replace(':', '-')}.png"
+    fig.savefig(out_dir / figure, dpi=110)
+    plt.close(fig)
+    return ["### Return vs episodes (the talk's figure)", "",
+            "Return, 100-episode moving average, mean and 95% CI over seeds; episodes counted up to the "
+            "shortest run's episode count.", "", f"![{task} moving average]({figure})", ""]
+
+
+def _ladder_figure(tasks, labels, baseline, others, final_scores, random_policy, out_dir: Path, plt) -> list[str]:
+    """The hypothesis in one picture: APO - PPO final success vs how often a random policy succeeds."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    rows = ["| task | random-policy success | " + " | ".join(f"{label} - {baseline}" for label in others) + " |",
+            "| --- | --- | " + " | ".join("---" for _ in others) + " |"]
+    for label in others:
+        xs, points, lows, highs = [], [], [], []
+        for k, task in enumerate(tasks):
+            if task not in random_policy:
+                continue
+            point, low, high = _diff_ci(final_scores[label][k], final_scores[baseline][k])
+            xs.append(max(random_policy[task]["success_rate"], 1e-3))
+            points.append(point)
+            lows.append(point - low)
+            highs.append(high - point)
+        ax.errorbar(xs, points, yerr=[lows, highs], fmt="o-", capsize=4, label=f"{label} - {baseline}")
+    for k, task in enumerate(tasks):
+        if task in random_policy:
+            cells = [_fmt(*_diff_ci(final_scores[label][k], final_scores[baseline][k])) for label in others]
+            rows.append(f"| {task} | {random_policy[task]['success_rate']:.3f} | " + " | ".join(cells) + " |")
+    ax.axhline(0.0, color="grey", lw=1)
+    ax.set_xscale("log")
+    ax.set(title="Anchoring benefit vs goal rarity", xlabel="random-policy success rate (log; rarer to the left)",
+           ylabel="final success rate difference")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_dir / "ladder.png", dpi=110)
+    plt.close(fig)
+    return ["## The ladder: anchoring benefit vs goal rarity", "", *rows, "",
+            "A random policy that never succeeded is drawn at 0.001.", "", "![ladder](ladder.png)", ""]

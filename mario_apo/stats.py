@@ -1,0 +1,85 @@
+"""Statistics for the report, following rliable's definitions (Agarwal et al., 2021).
+
+Scores are arrays of shape (runs, tasks): one score per seed and task. Confidence
+intervals are percentile bootstrap intervals; "stratified" resamples runs with
+replacement within each task, so every task keeps its weight.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+Aggregate = Callable[[np.ndarray], float]
+
+
+def iqm(scores: np.ndarray) -> float:
+    """Interquartile mean: the mean of the middle 50% of all scores (rliable's trimmed mean)."""
+    flat = np.sort(np.asarray(scores, dtype=float).ravel())
+    n = len(flat)
+    cut = int(np.floor(0.25 * n))
+    return float(flat[cut:n - cut].mean()) if n - 2 * cut > 0 else float(flat.mean())
+
+
+def mean(scores: np.ndarray) -> float:
+    return float(np.mean(scores))
+
+
+def stratified_bootstrap_ci(
+    scores: np.ndarray, statistic: Aggregate, reps: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """Point estimate and percentile CI of ``statistic`` over (runs, tasks) ``scores``."""
+    scores = np.asarray(scores, dtype=float)
+    if scores.ndim == 1:
+        scores = scores[:, None]
+    rng = np.random.default_rng(seed)
+    runs, tasks = scores.shape
+    stats = np.empty(reps)
+    for r in range(reps):
+        picks = rng.integers(runs, size=(runs, tasks))
+        stats[r] = statistic(np.take_along_axis(scores, picks, axis=0))
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(stats, [alpha, 1 - alpha])
+    return statistic(scores), float(low), float(high)
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
+    """P(X > Y): for each task, the chance a random run of X beats a random run of Y
+    (ties count half, the Mann-Whitney U statistic / (m n)); averaged over tasks."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.ndim == 1:
+        x, y = x[:, None], y[:, None]
+    per_task = []
+    for task in range(x.shape[1]):
+        a, b = x[:, task][:, None], y[:, task][None, :]
+        per_task.append(np.mean((a > b) + 0.5 * (a == b)))
+    return float(np.mean(per_task))
+
+
+def probability_of_improvement_ci(
+    x: np.ndarray, y: np.ndarray, reps: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """P(X > Y) with a CI from resampling the runs of X and of Y independently within each task."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.ndim == 1:
+        x, y = x[:, None], y[:, None]
+    rng = np.random.default_rng(seed)
+    stats = np.empty(reps)
+    for r in range(reps):
+        xs = np.take_along_axis(x, rng.integers(x.shape[0], size=x.shape), axis=0)
+        ys = np.take_along_axis(y, rng.integers(y.shape[0], size=y.shape), axis=0)
+        stats[r] = probability_of_improvement(xs, ys)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(stats, [alpha, 1 - alpha])
+    return probability_of_improvement(x, y), float(low), float(high)
+
+
+def bootstrap_band(curves: np.ndarray, reps: int = 1000, confidence: float = 0.95, seed: int = 0):
+    """Mean curve and pointwise percentile-bootstrap band over seeds. ``curves``: (seeds, points)."""
+    curves = np.asarray(curves, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = curves[rng.integers(len(curves), size=(reps, len(curves)))].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha], axis=0)
+    return curves.mean(axis=0), low, high

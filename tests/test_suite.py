@@ -1,0 +1,125 @@
+"""Suites: matrix expansion, skip/resume, statistics with known answers, a report from a tiny real suite."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mario_apo import stats
+from mario_apo.cli import main
+from mario_apo.suite import SuiteError, expand, load_suite, run_state, train_command
+
+TINY = """
+name = "tiny"
+description = "2 seeds x 2 algos on CartPole, a few thousand steps"
+tasks = ["cartpole"]
+seeds = [1, 2]
+total_steps = 2048
+jobs = 2
+checkpoint_every = 2
+
+[algos.ppo]
+algo = "ppo"
+
+[algos.apo]
+algo = "apo"
+beta = 0.5
+"""
+
+
+def write_suite(tmp_path: Path, text: str, name: str = "tiny.toml") -> Path:
+    path = tmp_path / "experiments" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_matrix_expansion_and_commands(tmp_path):
+    text = TINY.replace('tasks = ["cartpole"]', 'tasks = ["cartpole", "mario:1-1:goal:600"]').replace("[1, 2]", "[1, 2, 3]")
+    suite = load_suite(write_suite(tmp_path, text + "\n[train]\nmax_episode_steps = 500\n"))
+    specs = expand(suite)
+    assert len(specs) == 2 * 2 * 3 and len({s.name for s in specs}) == 12
+    assert "apo-mario-1-1-goal-600-s3" in {s.name for s in specs}
+    apo = train_command(suite, specs[3], "new", threads=1)
+    ppo = train_command(suite, specs[0], "new", threads=1)
+    assert apo[apo.index("--beta") + 1] == "0.5" and "--beta" not in ppo
+    assert ppo[ppo.index("--max-episode-steps") + 1] == "500" and ppo[ppo.index("--seed") + 1] == "1"
+    assert ppo[ppo.index("--wandb-group") + 1] == "tiny"
+    assert train_command(suite, specs[0], "resume", threads=1)[-2:] == ["--resume", "runs/tiny/ppo-cartpole-s1"]
+
+
+@pytest.mark.parametrize(
+    "edit, valid",
+    [
+        (lambda t: t.replace('tasks = ["cartpole"]', 'tasks = ["mario:9-9"]'), "valid levels"),
+        (lambda t: t.replace('algo = "ppo"', 'algo = "dqn"'), 'needs algo = "ppo" or "apo"'),
+        (lambda t: t.replace("seeds = [1, 2]\n", ""), "lacks seeds"),
+        (lambda t: "bogus = 1\n" + t, "unknown keys"),
+        (lambda t: t + "\nbetta = 1\n", "unrecognized arguments: --betta"),
+        (lambda t: t.replace("beta = 0.5", "beta = -1"), "expected a finite number >= 0"),
+        (lambda t: t.replace("[algos.ppo]", "[algos.ppo"), "not valid TOML"),
+    ],
+)
+def test_bad_suite_files_are_one_line_exit_2(tmp_path, capsys, edit, valid):
+    path = write_suite(tmp_path, edit(TINY))
+    with pytest.raises(SuiteError, match=valid):
+        load_suite(path)
+    assert main(["suite", "run", str(path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and valid in lines[0]
+
+
+def test_statistics_on_synthetic_data_with_known_answers():
+    assert stats.iqm(np.arange(1, 9)) == pytest.approx(4.5)  # mean of 3, 4, 5, 6
+    rng = np.random.default_rng(1)
+    sample = rng.normal(0.5, 0.1, size=400)
+    point, low, high = stats.stratified_bootstrap_ci(sample, stats.mean, reps=2000)
+    assert low < 0.5 < high
+    assert high - low == pytest.approx(2 * 1.96 * 0.1 / np.sqrt(400), rel=0.15)
+    x, y = np.full((5, 2), 1.0), np.zeros((5, 2))
+    assert stats.probability_of_improvement(x, y) == 1.0
+    assert stats.probability_of_improvement(y, y) == 0.5
+    # one task certain win, one certain loss: 0.5 overall
+    assert stats.probability_of_improvement(np.array([[1.0, 0.0]] * 3), np.array([[0.0, 1.0]] * 3)) == 0.5
+    mean_curve, band_low, band_high = stats.bootstrap_band(np.tile(np.linspace(0, 1, 5), (6, 1)))
+    np.testing.assert_allclose(mean_curve, np.linspace(0, 1, 5))
+    np.testing.assert_allclose(band_low, band_high)  # identical seeds: no spread
+
+
+def test_tiny_real_suite_runs_skips_resumes_and_reports(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = write_suite(tmp_path, TINY)
+    assert main(["suite", "run", str(path)]) == 0
+    assert "0 already finished, 4 ran, 0 failed" in capsys.readouterr().out
+    runs = tmp_path / "runs" / "tiny"
+    assert all(run_state(runs / s.name) == "done" for s in expand(load_suite(path)))
+
+    # finished runs are skipped
+    assert main(["suite", "run", str(path)]) == 0
+    assert "4 already finished, 0 ran" in capsys.readouterr().out
+
+    # an interrupted run (checkpoint, no summary) resumes; one that died before its first checkpoint restarts
+    interrupted, stale = runs / "apo-cartpole-s1", runs / "ppo-cartpole-s2"
+    (interrupted / "summary.json").unlink()
+    shutil.rmtree(stale)
+    stale.mkdir()
+    (stale / "config.json").write_text("{}")
+    assert run_state(interrupted) == "resume" and run_state(stale) == "stale"
+    assert main(["suite", "run", str(path)]) == 0
+    assert "2 already finished, 2 ran, 0 failed" in capsys.readouterr().out
+    steps = [json.loads(line)["global_step"] for line in (interrupted / "metrics.jsonl").open() if "charts/SPS" in line]
+    assert steps == sorted(set(steps)) and steps[-1] == 2048
+    assert json.loads((stale / "config.json").read_text())["seed"] == 2
+
+    assert main(["suite", "report", str(path)]) == 0
+    out = tmp_path / "experiments" / "results" / "tiny"
+    report = (out / "report.md").read_text()
+    for text in ("## cartpole", "final success", "IQM", "P(apo > ppo)", "apo vs ppo:", "Return vs episodes"):
+        assert text in report, text
+    assert (out / "curves-cartpole.png").stat().st_size > 1000 and (out / "episodes-cartpole.png").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tasks"]["cartpole"]["ppo"]["seeds"] == 2 and summary["missing_runs"] == []
