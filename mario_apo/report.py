@@ -177,13 +177,8 @@ def write_report(suite: Suite, out_dir: Path | None = None) -> Path:
             lines += ["", f"{label} vs {baseline}: {_verdict(diff, 'final success rate')}."]
         ax_s.set(title=f"{task}: success rate (last 100 episodes)", xlabel="agent steps (all envs)", ylabel="success rate")
         ax_r.set(title=f"{task}: return (last 100 episodes)", xlabel="agent steps (all envs)", ylabel="return")
-        for ax in (ax_s, ax_r):
-            ax.legend()
-            ax.grid(alpha=0.3)
-        fig.tight_layout()
         figure = f"curves-{task.replace(':', '-')}.png"
-        fig.savefig(out_dir / figure, dpi=110)
-        plt.close(fig)
+        _save_figure(fig, (ax_s, ax_r), out_dir / figure)
         lines += ["", f"![{task} curves]({figure})", ""]
         lines += _episode_figure(runs, task, labels, out_dir, plt)
 
@@ -196,6 +191,18 @@ def write_report(suite: Suite, out_dir: Path | None = None) -> Path:
     report = out_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report
+
+
+def _save_figure(fig, axes, path: Path) -> None:
+    """Legend and grid on every axis; save the figure and free it."""
+    import matplotlib.pyplot as plt
+
+    for ax in axes:
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _overall(labels, baseline, others, final_scores, auc_scores, summary) -> list[str]:
@@ -239,12 +246,8 @@ def _episode_figure(runs, task, labels, out_dir: Path, plt) -> list[str]:
         ax.plot(episodes, mean_curve, label=f"{label} (n={len(data)})")
         ax.fill_between(episodes, low, high, alpha=0.25)
     ax.set(title=f"{task}: return, 100-episode moving average", xlabel="episode", ylabel="return")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
     figure = f"episodes-{task.replace(':', '-')}.png"
-    fig.savefig(out_dir / figure, dpi=110)
-    plt.close(fig)
+    _save_figure(fig, (ax,), out_dir / figure)
     return ["### Return vs episodes (the talk's figure)", "",
             "Return, 100-episode moving average, mean and 95% CI over seeds; episodes counted up to the "
             "shortest run's episode count.", "", f"![{task} moving average]({figure})", ""]
@@ -274,10 +277,6 @@ def _ladder_figure(tasks, labels, baseline, others, final_scores, random_policy,
     ax.set_xscale("log")
     ax.set(title="Anchoring benefit vs goal rarity", xlabel="random-policy success rate (log; rarer to the left)",
            ylabel="final success rate difference")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out_dir / "ladder.png", dpi=110)
-    plt.close(fig)
+    _save_figure(fig, (ax,), out_dir / "ladder.png")
     return ["## The ladder: anchoring benefit vs goal rarity", "", *rows, "",
             "A random policy that never succeeded is drawn at 0.001.", "", "![ladder](ladder.png)", ""]

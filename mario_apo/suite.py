@@ -127,8 +127,9 @@ def _check_flags(suite: Suite) -> None:
 
 
 def expand(suite: Suite) -> list[RunSpec]:
-    """The run matrix: every task x algo x seed."""
-    return [RunSpec(task, label, seed) for task in suite.tasks for label in suite.algos for seed in suite.seeds]
+    """The run matrix: every task x algo x seed, seed-major, so a suite stopped part-way
+    has every (task, algo) pair at the same number of seeds."""
+    return [RunSpec(task, label, seed) for seed in suite.seeds for task in suite.tasks for label in suite.algos]
 
 
 def run_state(run_dir: Path) -> str:

@@ -150,8 +150,6 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
         torch.set_num_threads(cfg.torch_threads)
 
     checkpoint = load_checkpoint(checkpoint_path) if resume else None
-    if resume:
-        (run_dir / "summary.json").unlink(missing_ok=True)  # a resumed run is unfinished again
     if checkpoint is not None and checkpoint["task"] != task.name:
         raise CheckpointError(f"checkpoint in {run_dir} is from task {checkpoint['task']!r}, not {task.name!r}")
 
@@ -178,28 +176,28 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
         episodes_done = checkpoint["episodes_done"]
         recent.extend(checkpoint["recent_episodes"])
 
+    if resume:
+        (run_dir / "summary.json").unlink(missing_ok=True)  # a resumed run is unfinished again
     logger = RunLogger(run_dir, json.loads((run_dir / "config.json").read_text()), global_step if resume else None)
     rollout = Rollout.allocate(
         ppo.num_steps, ppo.num_envs, obs_space.shape, torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
     )
     behaviour_logprobs = torch.zeros(ppo.num_envs, action_space.n)  # the full p_best of the latest step
 
-    def checkpoint_state(update: int, step: int, rng: dict[str, Any]) -> dict[str, Any]:
-        return {
+    def save(update: int) -> None:
+        state = {
             "task": task.name,
             "algo": cfg.algo,
             "update": update,
-            "global_step": step,
+            "global_step": global_step,
             "episodes_done": episodes_done,
             "recent_episodes": list(recent),
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "anchors": anchors.state_dict() if anchors is not None else None,
-            "rng": rng,
+            "rng": rng_states(),
         }
-
-    def save(update: int) -> None:
-        save_checkpoint(checkpoint_path, checkpoint_state(update, global_step, rng_states()))
+        save_checkpoint(checkpoint_path, state)
         if anchors is not None:
             write_anchor_index(run_dir, anchors)
 
