@@ -51,10 +51,6 @@ class RunLogger:
         run.define_metric("*", step_metric="global_step")
         return run
 
-    @property
-    def wandb_run(self):
-        return self._wandb
-
     def log(self, global_step: int, metrics: dict[str, Any]) -> None:
         record = {"global_step": global_step, **metrics}
         self._file.write(json.dumps(record) + "\n")

@@ -38,8 +38,9 @@ def test_replay_in_a_fresh_process_reproduces_the_episode_and_writes_video(apo_r
     best = json.loads((apo_run / "anchors.json").read_text())["anchors"][0]
     assert f"return {best['return']:.3f}, length {best['length']}, max x {best['max_x']}" in proc.stdout
     frames = imageio.mimread(out, memtest=False)
+    written = int(proc.stdout.split(" frames -> ")[0].rsplit(" ", 1)[1])
     # the reset frame plus every emulated frame: 4 per step, fewer only on the last step if it ended early
-    assert 4 * (best["length"] - 1) + 2 <= len(frames) <= 4 * best["length"] + 1
+    assert len(frames) == written and 4 * (best["length"] - 1) + 2 <= written <= 4 * best["length"] + 1
     assert frames[0].shape == (240, 256, 3)
 
 
