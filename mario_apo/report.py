@@ -92,12 +92,12 @@ def _diff_ci(a: np.ndarray, b: np.ndarray, reps: int = 2000, seed: int = 0) -> t
     return float(a.mean() - b.mean()), float(low), float(high)
 
 
-def _verdict(diff: tuple[float, float, float], what: str) -> str:
+def _verdict(label: str, diff: tuple[float, float, float], what: str) -> str:
     point, low, high = diff
     if low > 0:
-        return f"APO higher {what} ({_fmt(*diff)}; the 95% CI excludes 0)"
+        return f"{label} higher {what} ({_fmt(*diff)}; the 95% CI excludes 0)"
     if high < 0:
-        return f"APO lower {what} ({_fmt(*diff)}; the 95% CI excludes 0)"
+        return f"{label} lower {what} ({_fmt(*diff)}; the 95% CI excludes 0)"
     return f"no detectable difference in {what} ({_fmt(*diff)}; the 95% CI includes 0)"
 
 
@@ -174,7 +174,7 @@ def write_report(suite: Suite, out_dir: Path | None = None) -> Path:
         for label in others:
             diff = _diff_ci(final_scores[label][-1], final_scores[baseline][-1])
             summary["tasks"][task][f"{label}_minus_{baseline}_final_success"] = diff
-            lines += ["", f"{label} vs {baseline}: {_verdict(diff, 'final success rate')}."]
+            lines += ["", f"{label} vs {baseline}: {_verdict(label, diff, 'final success rate')}."]
         ax_s.set(title=f"{task}: success rate (last 100 episodes)", xlabel="agent steps (all envs)", ylabel="success rate")
         ax_r.set(title=f"{task}: return (last 100 episodes)", xlabel="agent steps (all envs)", ylabel="return")
         figure = f"curves-{task.replace(':', '-')}.png"
