@@ -18,6 +18,11 @@ COPY models/ models/
 RUN bash scripts/install.sh /opt/venv .
 
 FROM python:3.11-slim-bookworm
+# nes-py's emulator is C++: its shared library needs the C++ runtime (not the compiler).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libstdc++6 \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH WANDB_MODE=offline PYTHONUNBUFFERED=1
 WORKDIR /work
