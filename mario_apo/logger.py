@@ -41,7 +41,7 @@ class RunLogger:
             dir=str(run_dir),
             project=log_cfg["wandb_project"],
             group=log_cfg["wandb_group"] or config["task"],
-            tags=[config["algo"], config["task"], *log_cfg["wandb_tags"]],
+            tags=list(dict.fromkeys([config["algo"], config["task"], *log_cfg["wandb_tags"]])),
             name=run_dir.name,
             id=config["wandb_id"],
             resume="allow",
