@@ -68,16 +68,22 @@ def load_run(run_dir: Path, spec: RunSpec) -> RunData:
 
 
 def collect(suite: Suite) -> tuple[dict[tuple[str, str], list[RunData]], list[str]]:
-    """Finished runs by (task, algo label), and the names of runs not finished."""
+    """Finished runs by (task, algo label), and the names of runs left out.
+
+    Only seeds finished for every (task, algo) are used, so every comparison and every
+    stratified statistic sees the same seeds; a suite stopped part-way reports on fewer seeds.
+    """
+    specs = expand(suite)
+    finished = {spec for spec in specs if (suite.runs_dir / spec.name / "summary.json").exists()}
+    complete_seeds = [seed for seed in suite.seeds if all(s in finished for s in specs if s.seed == seed)]
     runs: dict[tuple[str, str], list[RunData]] = {}
-    missing = []
-    for spec in expand(suite):
-        run_dir = suite.runs_dir / spec.name
-        if not (run_dir / "summary.json").exists():
-            missing.append(spec.name)
+    left_out = []
+    for spec in specs:
+        if spec.seed not in complete_seeds:
+            left_out.append(spec.name)
             continue
-        runs.setdefault((spec.task, spec.label), []).append(load_run(run_dir, spec))
-    return runs, missing
+        runs.setdefault((spec.task, spec.label), []).append(load_run(suite.runs_dir / spec.name, spec))
+    return runs, left_out
 
 
 def _fmt(point: float, low: float, high: float, digits: int = 2) -> str:
@@ -126,7 +132,8 @@ def write_report(suite: Suite, out_dir: Path | None = None) -> Path:
               f"Budget: {suite.total_steps:,} agent steps per run, seeds {suite.seeds}. "
               "Intervals are 95% bootstrap CIs over seeds.", ""]
     if missing:
-        lines += [f"**Incomplete:** {len(missing)} of {len(expand(suite))} runs have not finished and are left out: "
+        lines += [f"**Incomplete:** {len(missing)} of {len(expand(suite))} runs are left out (not finished, or "
+                  f"their seed is not finished for every task and algo): "
                   f"{', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''}.", ""]
 
     final_scores = {label: [] for label in labels}  # label -> per task arrays of seeds

@@ -123,3 +123,15 @@ def test_tiny_real_suite_runs_skips_resumes_and_reports(tmp_path, monkeypatch, c
     assert (out / "curves-cartpole.png").stat().st_size > 1000 and (out / "episodes-cartpole.png").exists()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["tasks"]["cartpole"]["ppo"]["seeds"] == 2 and summary["missing_runs"] == []
+
+
+def test_report_uses_only_seeds_finished_for_every_algo(tmp_path, monkeypatch):
+    from mario_apo.report import write_report
+
+    monkeypatch.chdir(tmp_path)
+    suite = load_suite(write_suite(tmp_path, TINY.replace("total_steps = 2048", "total_steps = 512")))
+    assert main(["suite", "run", str(suite.path)]) == 0
+    (tmp_path / "runs" / "tiny" / "ppo-cartpole-s2" / "summary.json").unlink()  # seed 2 half done
+    summary = json.loads((write_report(suite).parent / "summary.json").read_text())
+    assert summary["tasks"]["cartpole"]["ppo"]["seeds"] == summary["tasks"]["cartpole"]["apo"]["seeds"] == 1
+    assert sorted(summary["missing_runs"]) == ["apo-cartpole-s2", "ppo-cartpole-s2"]
