@@ -87,11 +87,22 @@ def collect(suite: Suite) -> tuple[dict[tuple[str, str], list[RunData]], list[st
 
 
 def _fmt(point: float, low: float, high: float, digits: int = 2) -> str:
+    if np.isnan(low):
+        return f"{point:.{digits}f} [n/a: 1 seed]"
     return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _mean_ci(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean over seeds with its bootstrap CI; no interval from a single seed."""
+    if len(values) < 2:
+        return float(np.mean(values)), float("nan"), float("nan")
+    return stats.stratified_bootstrap_ci(values, stats.mean)
 
 
 def _diff_ci(a: np.ndarray, b: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Mean(a) - mean(b) with a bootstrap CI resampling each group's seeds independently."""
+    if min(len(a), len(b)) < 2:
+        return float(a.mean() - b.mean()), float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     diffs = (a[rng.integers(len(a), size=(reps, len(a)))].mean(1) - b[rng.integers(len(b), size=(reps, len(b)))].mean(1))
     low, high = np.quantile(diffs, [0.025, 0.975])
@@ -100,6 +111,8 @@ def _diff_ci(a: np.ndarray, b: np.ndarray, reps: int = 2000, seed: int = 0) -> t
 
 def _verdict(label: str, diff: tuple[float, float, float], what: str) -> str:
     point, low, high = diff
+    if np.isnan(low):
+        return f"one seed only, too few for an interval or a verdict ({point:+.2f})"
     if low > 0:
         return f"{label} higher {what} ({_fmt(*diff)}; the 95% CI excludes 0)"
     if high < 0:
@@ -161,9 +174,9 @@ def write_report(suite: Suite, out_dir: Path | None = None) -> Path:
             auc_scores[label].append(auc)
             row = {
                 "seeds": len(data),
-                "final_success": stats.stratified_bootstrap_ci(final, stats.mean),
-                "success_auc": stats.stratified_bootstrap_ci(auc, stats.mean),
-                "final_return": stats.stratified_bootstrap_ci(final_return, stats.mean),
+                "final_success": _mean_ci(final),
+                "success_auc": _mean_ci(auc),
+                "final_return": _mean_ci(final_return),
                 "median_steps_to_first_success": float(np.median(reached)) if reached else None,
                 "never_succeeded": len(firsts) - len(reached),
                 "forgetting_fraction": float(forgot),
@@ -194,10 +207,19 @@ def write_report(suite: Suite, out_dir: Path | None = None) -> Path:
     if random_policy and others and len(tasks) > 1:
         lines += _ladder_figure(tasks, labels, baseline, others, final_scores, random_policy, out_dir, plt)
 
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / "summary.json").write_text(json.dumps(_without_nan(summary), indent=2))
     report = out_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report
+
+
+def _without_nan(value):
+    """JSON has no NaN: a missing interval (one seed) becomes null."""
+    if isinstance(value, dict):
+        return {k: _without_nan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nan(v) for v in value]
+    return None if isinstance(value, float) and np.isnan(value) else value
 
 
 def _save_figure(fig, axes, path: Path) -> None:
