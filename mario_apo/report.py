@@ -288,16 +288,16 @@ def _ladder_figure(tasks, labels, baseline, others, final_scores, random_policy,
     rows = ["| task | random-policy success | " + " | ".join(f"{label} - {baseline}" for label in others) + " |",
             "| --- | --- | " + " | ".join("---" for _ in others) + " |"]
     for label in others:
-        xs, points, lows, highs = [], [], [], []
+        rungs = []
         for k, task in enumerate(tasks):
-            if task not in random_policy:
-                continue
-            point, low, high = _diff_ci(final_scores[label][k], final_scores[baseline][k])
-            xs.append(max(random_policy[task]["success_rate"], 1e-3))
-            points.append(point)
-            lows.append(point - low)
-            highs.append(high - point)
+            if task in random_policy:
+                point, low, high = _diff_ci(final_scores[label][k], final_scores[baseline][k])
+                rungs.append((max(random_policy[task]["success_rate"], 1e-3), point, point - low, high - point, task))
+        rungs.sort()  # rarest rung first
+        xs, points, lows, highs, names = zip(*rungs)
         ax.errorbar(xs, points, yerr=[lows, highs], fmt="o-", capsize=4, label=f"{label} - {baseline}")
+        for x, point, name in zip(xs, points, names):
+            ax.annotate(name.split(":", 2)[-1], (x, point), textcoords="offset points", xytext=(4, 4), fontsize=8)
     for k, task in enumerate(tasks):
         if task in random_policy:
             cells = [_fmt(*_diff_ci(final_scores[label][k], final_scores[baseline][k])) for label in others]
