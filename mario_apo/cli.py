@@ -313,8 +313,6 @@ def run_replay(args: argparse.Namespace) -> int:
     index = load_anchor_index(run_dir)
     chosen = select_anchors(index, args.episode)
     task, env_cfg = parse_task(index["task"]), EnvConfig(**index["env"])
-    if not task.is_mario:
-        raise UsageError(f"replay renders Mario episodes; {run_dir} trains {task.name!r}")
     if args.out:
         usable_video_path(args.out)
     stored = stored_frames_by_episode(run_dir)

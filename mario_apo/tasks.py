@@ -175,11 +175,9 @@ class EnvGroups:
     """
 
     def __init__(self, task: Task, cfg: EnvConfig, num_envs: int):
-        if num_envs < 1:
-            raise TaskError(f"--num-envs must be a positive integer, got {num_envs}")
-        sizes = [num_envs - num_envs // 2, num_envs // 2] if task.is_mario and num_envs >= 2 else [num_envs]
-        starts = [0, sizes[0]][: len(sizes)]
-        self.slices = [slice(start, start + size) for start, size in zip(starts, sizes)]
+        half = num_envs // 2 if task.is_mario else 0
+        self.slices = [slice(0, num_envs - half)] + ([slice(num_envs - half, num_envs)] if half else [])
+        sizes = [sl.stop - sl.start for sl in self.slices]
         self.envs = []
         try:
             for size in sizes:
