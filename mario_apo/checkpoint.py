@@ -38,11 +38,15 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
+    """The state saved at ``path``; with ``task``, it must come from a run of that task."""
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         # weights_only=False: the state holds numpy RNG states and anchor arrays we wrote ourselves.
-        return torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as err:
         raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}): {err}".splitlines()[0]) from None
+    if task is not None and state.get("task") != task:
+        raise CheckpointError(f"checkpoint {path} is from task {state.get('task')!r}, not {task!r}")
+    return state

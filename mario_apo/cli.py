@@ -355,9 +355,7 @@ def run_eval(args: argparse.Namespace) -> None:
         raise UsageError(f"--level is for Mario runs; {run_dir} trains {task.name!r}")
     tasks = [parse_task(f"mario:{level}:{task.reward}") for level in args.level] if args.level else [task]
     checkpoint_path = run_dir / "checkpoint.pt" if args.checkpoint == "latest" else Path(args.checkpoint)
-    state = load_checkpoint(checkpoint_path)
-    if state.get("task") != task.name:
-        raise CheckpointError(f"checkpoint {checkpoint_path} is from task {state.get('task')!r}, not {task.name!r}")
+    state = load_checkpoint(checkpoint_path, task.name)
     probe = make_env(task, cfg.env)
     model = make_model(probe.observation_space, probe.action_space)
     probe.close()

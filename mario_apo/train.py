@@ -149,9 +149,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
 
-    checkpoint = load_checkpoint(checkpoint_path) if resume else None
-    if checkpoint is not None and checkpoint["task"] != task.name:
-        raise CheckpointError(f"checkpoint in {run_dir} is from task {checkpoint['task']!r}, not {task.name!r}")
+    checkpoint = load_checkpoint(checkpoint_path, task.name) if resume else None
 
     envs = EnvGroups(task, cfg.env, ppo.num_envs)
     obs_space, action_space = envs.single_observation_space, envs.single_action_space
