@@ -99,14 +99,11 @@ def _mean_ci(values: np.ndarray) -> tuple[float, float, float]:
     return stats.stratified_bootstrap_ci(values, stats.mean)
 
 
-def _diff_ci(a: np.ndarray, b: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean(a) - mean(b) with a bootstrap CI resampling each group's seeds independently."""
+def _diff_ci(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """Mean(a) - mean(b) over seeds with its bootstrap CI; no interval from a single seed."""
     if min(len(a), len(b)) < 2:
         return float(a.mean() - b.mean()), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    diffs = (a[rng.integers(len(a), size=(reps, len(a)))].mean(1) - b[rng.integers(len(b), size=(reps, len(b)))].mean(1))
-    low, high = np.quantile(diffs, [0.025, 0.975])
-    return float(a.mean() - b.mean()), float(low), float(high)
+    return stats.mean_difference_ci(a, b)
 
 
 def _verdict(label: str, diff: tuple[float, float, float], what: str) -> str:
@@ -151,6 +148,7 @@ def write_report(suite: Suite, out_dir: Path | None = None) -> Path:
 
     final_scores = {label: [] for label in labels}  # label -> per task arrays of seeds
     auc_scores = {label: [] for label in labels}
+    final_diffs = {label: [] for label in others}  # label -> per task (point, low, high) vs the baseline
     for task in tasks:
         summary["tasks"][task] = {}
         fig, (ax_s, ax_r) = plt.subplots(1, 2, figsize=(11, 4))
@@ -193,6 +191,7 @@ def write_report(suite: Suite, out_dir: Path | None = None) -> Path:
                 ax.fill_between(grid, low, high, alpha=0.25)
         for label in others:
             diff = _diff_ci(final_scores[label][-1], final_scores[baseline][-1])
+            final_diffs[label].append(diff)
             summary["tasks"][task][f"{label}_minus_{baseline}_final_success"] = diff
             lines += ["", f"{label} vs {baseline}: {_verdict(label, diff, 'final success rate')}."]
         ax_s.set(title=f"{task}: success rate (last 100 episodes)", xlabel="agent steps (all envs)", ylabel="success rate")
@@ -205,7 +204,7 @@ def write_report(suite: Suite, out_dir: Path | None = None) -> Path:
     if tasks:
         lines += _overall(labels, baseline, others, final_scores, auc_scores, summary)
     if random_policy and others and len(tasks) > 1:
-        lines += _ladder_figure(tasks, labels, baseline, others, final_scores, random_policy, out_dir, plt)
+        lines += _ladder_figure(tasks, baseline, others, final_diffs, random_policy, out_dir, plt)
 
     (out_dir / "summary.json").write_text(json.dumps(_without_nan(summary), indent=2))
     report = out_dir / "report.md"
@@ -282,7 +281,7 @@ def _episode_figure(runs, task, labels, out_dir: Path, plt) -> list[str]:
             "shortest run's episode count.", "", f"![{task} moving average]({figure})", ""]
 
 
-def _ladder_figure(tasks, labels, baseline, others, final_scores, random_policy, out_dir: Path, plt) -> list[str]:
+def _ladder_figure(tasks, baseline, others, final_diffs, random_policy, out_dir: Path, plt) -> list[str]:
     """The hypothesis in one picture: APO - PPO final success vs how often a random policy succeeds."""
     fig, ax = plt.subplots(figsize=(7, 4))
     rows = ["| task | random-policy success | " + " | ".join(f"{label} - {baseline}" for label in others) + " |",
@@ -291,7 +290,7 @@ def _ladder_figure(tasks, labels, baseline, others, final_scores, random_policy,
         rungs = []
         for k, task in enumerate(tasks):
             if task in random_policy:
-                point, low, high = _diff_ci(final_scores[label][k], final_scores[baseline][k])
+                point, low, high = final_diffs[label][k]
                 rungs.append((max(random_policy[task]["success_rate"], 1e-3), point, point - low, high - point, task))
         rungs.sort()  # rarest rung first
         xs, points, lows, highs, names = zip(*rungs)
@@ -300,7 +299,7 @@ def _ladder_figure(tasks, labels, baseline, others, final_scores, random_policy,
             ax.annotate(name.split(":", 2)[-1], (x, point), textcoords="offset points", xytext=(4, 4), fontsize=8)
     for k, task in enumerate(tasks):
         if task in random_policy:
-            cells = [_fmt(*_diff_ci(final_scores[label][k], final_scores[baseline][k])) for label in others]
+            cells = [_fmt(*final_diffs[label][k]) for label in others]
             rows.append(f"| {task} | {random_policy[task]['success_rate']:.3f} | " + " | ".join(cells) + " |")
     ax.axhline(0.0, color="grey", lw=1)
     ax.set_xscale("log")

@@ -26,30 +26,37 @@ def mean(scores: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
+def _runs_by_tasks(scores: np.ndarray) -> np.ndarray:
+    """Scores as a float (runs, tasks) array; a 1-D array is one task."""
+    scores = np.asarray(scores, dtype=float)
+    return scores[:, None] if scores.ndim == 1 else scores
+
+
+def _percentile_interval(samples: np.ndarray, confidence: float, axis: int | None = None) -> np.ndarray:
+    """The central ``confidence`` interval of bootstrap ``samples``: (low, high)."""
+    alpha = (1 - confidence) / 2
+    return np.quantile(samples, [alpha, 1 - alpha], axis=axis)
+
+
 def stratified_bootstrap_ci(
     scores: np.ndarray, statistic: Aggregate, reps: int = 2000, confidence: float = 0.95, seed: int = 0
 ) -> tuple[float, float, float]:
     """Point estimate and percentile CI of ``statistic`` over (runs, tasks) ``scores``."""
-    scores = np.asarray(scores, dtype=float)
-    if scores.ndim == 1:
-        scores = scores[:, None]
+    scores = _runs_by_tasks(scores)
     rng = np.random.default_rng(seed)
     runs, tasks = scores.shape
     stats = np.empty(reps)
     for r in range(reps):
         picks = rng.integers(runs, size=(runs, tasks))
         stats[r] = statistic(np.take_along_axis(scores, picks, axis=0))
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(stats, [alpha, 1 - alpha])
+    low, high = _percentile_interval(stats, confidence)
     return statistic(scores), float(low), float(high)
 
 
 def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
     """P(X > Y): for each task, the chance a random run of X beats a random run of Y
     (ties count half, the Mann-Whitney U statistic / (m n)); averaged over tasks."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if x.ndim == 1:
-        x, y = x[:, None], y[:, None]
+    x, y = _runs_by_tasks(x), _runs_by_tasks(y)
     per_task = []
     for task in range(x.shape[1]):
         a, b = x[:, task][:, None], y[:, task][None, :]
@@ -61,18 +68,26 @@ def probability_of_improvement_ci(
     x: np.ndarray, y: np.ndarray, reps: int = 2000, confidence: float = 0.95, seed: int = 0
 ) -> tuple[float, float, float]:
     """P(X > Y) with a CI from resampling the runs of X and of Y independently within each task."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if x.ndim == 1:
-        x, y = x[:, None], y[:, None]
+    x, y = _runs_by_tasks(x), _runs_by_tasks(y)
     rng = np.random.default_rng(seed)
     stats = np.empty(reps)
     for r in range(reps):
         xs = np.take_along_axis(x, rng.integers(x.shape[0], size=x.shape), axis=0)
         ys = np.take_along_axis(y, rng.integers(y.shape[0], size=y.shape), axis=0)
         stats[r] = probability_of_improvement(xs, ys)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(stats, [alpha, 1 - alpha])
+    low, high = _percentile_interval(stats, confidence)
     return probability_of_improvement(x, y), float(low), float(high)
+
+
+def mean_difference_ci(
+    x: np.ndarray, y: np.ndarray, reps: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """mean(x) - mean(y) over seeds, with a CI from resampling the seeds of x and of y independently."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    rng = np.random.default_rng(seed)
+    diffs = x[rng.integers(len(x), size=(reps, len(x)))].mean(1) - y[rng.integers(len(y), size=(reps, len(y)))].mean(1)
+    low, high = _percentile_interval(diffs, confidence)
+    return float(x.mean() - y.mean()), float(low), float(high)
 
 
 def bootstrap_band(curves: np.ndarray, reps: int = 1000, confidence: float = 0.95, seed: int = 0):
@@ -80,6 +95,5 @@ def bootstrap_band(curves: np.ndarray, reps: int = 1000, confidence: float = 0.9
     curves = np.asarray(curves, dtype=float)
     rng = np.random.default_rng(seed)
     means = curves[rng.integers(len(curves), size=(reps, len(curves)))].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(means, [alpha, 1 - alpha], axis=0)
+    low, high = _percentile_interval(means, confidence, axis=0)
     return curves.mean(axis=0), low, high
