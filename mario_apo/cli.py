@@ -127,6 +127,11 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     add_env_args(parser)
 
 
+def requested_task(args: argparse.Namespace) -> str | None:
+    """The task string given by --level/--reward or --task; None when neither is given."""
+    return f"mario:{args.level}:{args.reward or 'dense'}" if args.level else args.task
+
+
 def train_config(args: argparse.Namespace):
     """Resolve the flags of a new run into a RunConfig (family defaults, then flags)."""
     from mario_apo.config import AnchorConfig, LogConfig, RunConfig, ppo_defaults
@@ -136,8 +141,7 @@ def train_config(args: argparse.Namespace):
         raise UsageError("give --level (Mario shorthand) or --task, not both")
     if args.reward and not args.level:
         raise UsageError("--reward goes with --level; with --task write the reward into the task string (mario:1-1:sparse)")
-    spec = f"mario:{args.level}:{args.reward or 'dense'}" if args.level else (args.task or "mario:1-1")
-    task = parse_task(spec)
+    task = parse_task(requested_task(args) or "mario:1-1")
     ppo = ppo_defaults(task.family)
     overrides = {
         "total_steps": args.total_steps, "num_envs": args.num_envs, "num_steps": args.num_steps,
@@ -407,7 +411,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         cfg = load_run_config(run_dir)
-        asked = f"mario:{args.level}:{args.reward or 'dense'}" if args.level else args.task
+        asked = requested_task(args)
         if asked and parse_task(asked).name != cfg.task:
             raise UsageError(f"{run_dir} trains {cfg.task!r}, not {parse_task(asked).name!r}: a run resumes its own task")
         if args.total_steps is not None:

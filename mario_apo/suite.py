@@ -158,7 +158,7 @@ def train_command(suite: Suite, spec: RunSpec, state: str, threads: int) -> list
     if state == "resume":
         return base + ["--resume", str(run_dir)]
     flags = dict(suite.train)
-    flags.update({k: v for k, v in suite.algos[spec.label].items()})
+    flags.update(suite.algos[spec.label])
     return base + _flags(flags) + [
         "--task", spec.task, "--seed", str(spec.seed), "--total-steps", str(suite.total_steps),
         "--run-dir", str(suite.runs_dir), "--name", spec.name, "--checkpoint-every", str(suite.checkpoint_every),
