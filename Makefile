@@ -1,8 +1,9 @@
-# `make run`: set up and run the main job.  `make test`: set up and run the tests.
+# `make run`: set up and run the main job.  `make test`: set up, lint, and run every test.
+# `make test-fast`: the tests that neither start the emulator nor train (seconds).
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint
+.PHONY: install run test test-fast lint
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/install.sh
@@ -15,5 +16,10 @@ run: install
 test: install lint
 	$(BIN)/python -m pytest -q
 
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
 lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 	$(BIN)/hadolint Dockerfile

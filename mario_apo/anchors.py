@@ -1,9 +1,21 @@
-"""APO's anchor buffer and anchor KL: the whole difference between APO and PPO, with one loss term.
+"""APO = PPO + this module: the anchor buffer, the anchor KL, and the one object the loop talks to.
 
 The buffer keeps the K highest-return episodes seen so far (the *anchors*). For
 every step of an anchor it holds the observation and the behaviour policy's
 log-probabilities *at collection time* (``p_best``, never recomputed), plus the
 action taken, so an anchored Mario episode can be replayed on the emulator.
+
+Where APO enters the training loop (``mario_apo.train``): the loop holds one
+``Anchoring`` (APO) or ``NoAnchoring`` (PPO: every hook does nothing) and calls it
+
+1. ``start_update``: once per update, sets this update's beta from the schedule;
+2. ``record``: after each rollout, records every env's steps (the rollout storage
+   holds the full behaviour log-probs) and offers each episode that ended;
+3. ``loss``: inside ``ppo_update``, once per minibatch, ``beta * KL(p_best || pi_theta)``
+   on a fresh sample of anchor states, added to PPO's loss (0 for PPO, and 0 with
+   beta 0 or no anchors yet, so APO is then exactly PPO);
+4. ``metrics``, ``state_dict``/``load_state_dict``, ``save_files`` (anchors.json beside
+   each checkpoint) and ``log_media`` (the best anchor's replay video): bookkeeping.
 
 Episodes are recorded per env across rollout boundaries, so an episode longer
 than one rollout is still admitted whole. Frame-stacked observations are stored
@@ -13,14 +25,25 @@ the same first-frame padding gymnasium's ``FrameStackObservation`` uses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
 
-from mario_apo.config import AnchorConfig
+from mario_apo.config import AnchorConfig, RunConfig
+from mario_apo.errors import ReplayMismatch
+from mario_apo.logger import RunLogger
+from mario_apo.ppo import EpisodeEnd, Rollout
+from mario_apo.replay import replay
+from mario_apo.tasks import Task
+from mario_apo.video import VideoWriter
 
 
 def anchor_kl(best_logprobs: torch.Tensor, logits: torch.Tensor, direction: str = "forward") -> torch.Tensor:
@@ -80,67 +103,71 @@ class AnchorBuffer:
         self.frame_stack = frame_stack
         self.anchors: list[Anchor] = []
         self.rng = np.random.default_rng(seed)
-        self._open: list[list[tuple[np.ndarray, np.ndarray, int]]] = [[] for _ in range(num_envs)]
+        # per env, the chunks (frames, logprobs, actions) of its episode so far
+        self._open: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(num_envs)]
         self._episodes_seen = 0
         self._sample_index: np.ndarray | None = None
 
     # -- recording -----------------------------------------------------------------
 
-    def observe(
-        self,
-        obs: np.ndarray,
-        logprobs: np.ndarray,
-        actions: np.ndarray,
-        finished: dict[int, dict[str, Any]],
-        update: int,
-        first_env: int = 0,
+    def record_rollout(
+        self, obs: np.ndarray, logprobs: np.ndarray, actions: np.ndarray, episodes: list[EpisodeEnd], update: int
     ) -> list[Anchor]:
-        """Record one step of the envs ``first_env, first_env + 1, ...``; offer every episode
-        that ended in it. Returns those admitted.
+        """Record one rollout of every env; offer each episode that ended in it. Returns those admitted.
 
-        :param obs: (envs, ...) observations the actions were taken from
-        :param logprobs: (envs, num_actions) behaviour log-probabilities
-        :param actions: (envs,) actions taken
-        :param finished: index within these envs -> ``info["episode"]`` for episodes that ended
+        :param obs: (steps, envs, ...) observations the actions were taken from
+        :param logprobs: (steps, envs, num_actions) behaviour log-probabilities
+        :param actions: (steps, envs) actions taken
+        :param episodes: the episodes that ended in the rollout, in the order they ended
         """
+        frames = obs[:, :, -1] if self.frame_stack else obs
+        num_steps = len(actions)
+        first_open_step = [0] * len(self._open)  # per env: the first step not yet recorded
+
+        def keep(env: int, stop: int) -> None:
+            # copies: the rollout's storage is overwritten by the next rollout
+            steps = slice(first_open_step[env], stop)
+            self._open[env].append((frames[steps, env].copy(), logprobs[steps, env].copy(), actions[steps, env].copy()))
+            first_open_step[env] = stop
+
         admitted = []
-        for i in range(len(actions)):
-            steps = self._open[first_env + i]
-            frame = obs[i, -1] if self.frame_stack else obs[i]
-            steps.append((frame.copy(), logprobs[i].copy(), int(actions[i])))
-            if i in finished:
-                anchor = self._close(steps, finished[i], update)
-                self._open[first_env + i] = []
-                if anchor is not None:
-                    admitted.append(anchor)
+        for episode in episodes:
+            keep(episode.env, episode.step + 1)
+            anchor = self._close(self._open[episode.env], episode, update)
+            self._open[episode.env] = []
+            if anchor is not None:
+                admitted.append(anchor)
+        for env in range(len(self._open)):
+            if first_open_step[env] < num_steps:
+                keep(env, num_steps)
         return admitted
 
     def reset_open_episodes(self) -> None:
         """Drop partly recorded episodes (the envs were reset, e.g. on resume)."""
         self._open = [[] for _ in self._open]
 
-    def _close(self, steps, episode: dict[str, Any], update: int) -> Anchor | None:
+    def _close(self, chunks, episode: EpisodeEnd, update: int) -> Anchor | None:
         self._episodes_seen += 1
-        ret, success = float(episode["r"]), bool(episode["success"])
+        ret, success = float(episode.episode_return), bool(episode.success)
         if self.cfg.anchor_admit == "success" and not success:
             return None
         if len(self.anchors) >= self.cfg.anchors and ret <= self.worst_return:
             return None  # ties keep the anchor found first
-        frames, logprobs, actions = zip(*steps)
+        frames, logprobs, actions = (np.concatenate(parts) for parts in zip(*chunks, strict=True))
         anchor = Anchor(
-            frames=np.stack(frames),
-            logprobs=np.stack(logprobs).astype(np.float32),
-            actions=np.asarray(actions, dtype=np.int64),
+            frames=frames,
+            logprobs=logprobs.astype(np.float32),
+            actions=actions.astype(np.int64),
             episode_return=ret,
             success=success,
-            max_x=int(episode.get("max_x", 0)),
+            max_x=int(episode.max_x),
             episode_id=self._episodes_seen,
             admitted_update=update,
         )
         self.anchors.append(anchor)
         # Best first; among equal returns the older (smaller id) first, so it survives eviction.
         self.anchors.sort(key=lambda a: (-a.episode_return, a.episode_id))
-        del self.anchors[self.cfg.anchors:]
+        del self.anchors[self.cfg.anchors :]
         while self.nbytes > self.cfg.anchor_max_mb * 2**20 and len(self.anchors) > 1:
             self.anchors.pop()
         self._sample_index = None
@@ -208,3 +235,127 @@ class AnchorBuffer:
         self._episodes_seen = state["episodes_seen"]
         self._sample_index = None
         self.reset_open_episodes()
+
+
+class NoAnchoring:
+    """PPO: the loop's APO hooks, all doing nothing (see the module docstring for where each is called)."""
+
+    def start_update(self, run_fraction: float) -> None:
+        """Set this update's beta; ``run_fraction`` in [0, 1) is how far the run is."""
+
+    def record(self, rollout: Rollout, update: int) -> None:
+        """Record a finished rollout's steps and offer the episodes that ended in it."""
+
+    def loss(self, model: nn.Module, terms: dict[str, torch.Tensor]) -> torch.Tensor | float:
+        """The term added to a minibatch's PPO loss."""
+        return 0.0
+
+    def metrics(self, update: int) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any] | None:
+        return None
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        pass
+
+    def save_files(self, run_dir: Path) -> None:
+        """Files written beside each checkpoint."""
+
+    def log_media(self, run_dir: Path, logger: RunLogger, global_step: int, update: int) -> None:
+        """Media logged after an update's metrics."""
+
+
+class Anchoring(NoAnchoring):
+    """APO: the anchor buffer, the beta schedule and the anchor KL term."""
+
+    def __init__(self, cfg: RunConfig, task: Task):
+        self.cfg = cfg.anchor
+        self.task, self.env_cfg, self.video_every = task, cfg.env, cfg.log.video_every
+        self.buffer = AnchorBuffer(
+            cfg.anchor, cfg.ppo.num_envs, cfg.env.frame_stack if task.is_mario else None, cfg.seed
+        )
+        self.beta = self.cfg.beta
+        self._last_video = (None, -(10**9))  # episode id and update of the last best-anchor video
+
+    def start_update(self, run_fraction: float) -> None:
+        if self.cfg.beta_schedule == "linear-decay":
+            self.beta = self.cfg.beta * (1.0 - run_fraction)
+        elif self.cfg.beta_schedule == "linear-warmup":
+            self.beta = self.cfg.beta * run_fraction
+        else:
+            self.beta = self.cfg.beta
+
+    def record(self, rollout: Rollout, update: int) -> None:
+        self.buffer.record_rollout(
+            rollout.obs.numpy(),
+            rollout.behaviour_logprobs.numpy(),
+            rollout.actions.numpy(),
+            rollout.episodes,
+            update,
+        )
+
+    def loss(self, model: nn.Module, terms: dict[str, torch.Tensor]) -> torch.Tensor | float:
+        if not self.buffer or self.beta == 0:
+            return 0.0  # nothing computed: the update stays bit-for-bit PPO's
+        anchor_obs, best_logprobs = self.buffer.sample(self.cfg.anchor_batch)
+        logits, _ = model(torch.from_numpy(anchor_obs))
+        terms["anchor/kl"] = anchor_kl(torch.from_numpy(best_logprobs), logits, self.cfg.anchor_kl)
+        return self.beta * terms["anchor/kl"]
+
+    def metrics(self, update: int) -> dict[str, float]:
+        return {"anchor/beta": self.beta, **self.buffer.metrics(update)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.buffer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        if state is not None:
+            self.buffer.load_state_dict(state)
+
+    def save_files(self, run_dir: Path) -> None:
+        """anchors.json: each anchor's return, success, length and exact actions (enough to replay it)."""
+        index = {
+            "task": self.task.name,
+            "env": asdict(self.env_cfg),
+            "anchors": [
+                {
+                    "rank": rank,
+                    "episode_id": a.episode_id,
+                    "return": a.episode_return,
+                    "success": a.success,
+                    "length": a.length,
+                    "max_x": a.max_x,
+                    "admitted_update": a.admitted_update,
+                    "actions": a.actions.tolist(),
+                }
+                for rank, a in enumerate(self.buffer.anchors)
+            ],
+        }
+        tmp = run_dir / "anchors.json.tmp"
+        tmp.write_text(json.dumps(index))
+        tmp.replace(run_dir / "anchors.json")
+
+    def log_media(self, run_dir: Path, logger: RunLogger, global_step: int, update: int) -> None:
+        """Mario: replay a new best anchor on a fresh emulator (verified step by step) and log its video."""
+        best = self.buffer.best
+        if not (self.task.is_mario and self.video_every and best is not None):
+            return
+        last_id, last_update = self._last_video
+        if best.episode_id == last_id or update - last_update < self.video_every:
+            return
+        self._last_video = (best.episode_id, update)
+        path = run_dir / "videos" / f"best-ep{best.episode_id}.mp4"
+        expected = {"return": best.episode_return, "length": best.length, "max_x": best.max_x, "success": best.success}
+        try:
+            with VideoWriter(path) as video:
+                replay(self.task, self.env_cfg, best.actions, expected, best.frames, video)
+        except ReplayMismatch as err:  # would mean the env is not deterministic: say so, keep training
+            tqdm.write(f"mario-apo: no video of anchor episode {best.episode_id}: {err}", file=sys.stderr)
+            return
+        logger.log_video(global_step, "anchor/best_video", path)
+
+
+def make_anchoring(cfg: RunConfig, task: Task) -> NoAnchoring:
+    """The run's anchoring: ``Anchoring`` for APO, the do-nothing ``NoAnchoring`` for PPO."""
+    return Anchoring(cfg, task) if cfg.algo == "apo" else NoAnchoring()

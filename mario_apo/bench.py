@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from mario_apo.tasks import EnvConfig, Task, make_env, make_vec_env, parse_task
+from mario_apo.config import EnvConfig
+from mario_apo.tasks import Task, make_env, make_vec_env, parse_task
 from wrappers.mario import SuperMarioBrosEnv, action_bytes
 
 SINGLE_ENV_BAR = 0.9
@@ -117,14 +118,22 @@ def bench_env(task: Task, cfg: EnvConfig, num_envs: list[int], seconds: float, s
         "task": task.name,
         "frame_skip": cfg.frame_skip,
         "seconds_per_measurement": seconds,
-        "machine": {"cores": cores, "processor": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "machine": {
+            "cores": cores,
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+        },
         "raw_emulator_frames_per_s": raw_fps,
         "wrapped_env_steps_per_s": single_sps,
         "vector_env_steps_per_s": {str(n): sps for n, sps in vector_sps.items()},
         "best_vector_num_envs": best_n,
         "bars": {
             "wrapped_vs_raw": {"ratio": single_ratio, "bar": SINGLE_ENV_BAR, "met": single_ratio >= SINGLE_ENV_BAR},
-            "vector_vs_cores_x_single": {"ratio": vector_ratio, "bar": VECTOR_ENV_BAR, "met": vector_ratio >= VECTOR_ENV_BAR},
+            "vector_vs_cores_x_single": {
+                "ratio": vector_ratio,
+                "bar": VECTOR_ENV_BAR,
+                "met": vector_ratio >= VECTOR_ENV_BAR,
+            },
         },
     }
 
@@ -140,7 +149,9 @@ def format_env_table(result: dict) -> str:
     ]
     for n, sps in result["vector_env_steps_per_s"].items():
         rows.append((f"vector env, N={n}", f"{sps:8.0f} steps/s", f"{sps / single:5.2f} x single env"))
-    lines = [f"bench env: {result['task']}, {result['machine']['cores']} cores, {result['seconds_per_measurement']:g} s each"]
+    lines = [
+        f"bench env: {result['task']}, {result['machine']['cores']} cores, {result['seconds_per_measurement']:g} s each"
+    ]
     lines += [f"  {name:<26}{value}   {note}" for name, value, note in rows]
     for name, bar in result["bars"].items():
         verdict = "met" if bar["met"] else "MISSED"
@@ -184,7 +195,7 @@ class TreeMemory:
                     pass
             self.peak_mb = max(self.peak_mb, total / 2**20)
 
-    def __enter__(self) -> "TreeMemory":
+    def __enter__(self) -> TreeMemory:
         self._thread.start()
         return self
 
@@ -198,7 +209,8 @@ def _ours_job(job: dict) -> dict:
     from pathlib import Path
 
     from mario_apo.config import RunConfig, ppo_defaults
-    from mario_apo.train import create_run, train
+    from mario_apo.runs import create_run
+    from mario_apo.train import train
 
     task = parse_task(job["task"])
     ppo = ppo_defaults(task.family)
@@ -226,7 +238,11 @@ def _first_solved(evals: list[dict], seconds_key: str) -> dict:
     for record in evals:
         if record["eval/mean_return"] >= CARTPOLE_SOLVED:
             return {"solved_s": record[seconds_key], "solved_step": record["global_step"]}
-    return {"solved_s": None, "solved_step": None, "best_eval": max((r["eval/mean_return"] for r in evals), default=None)}
+    return {
+        "solved_s": None,
+        "solved_step": None,
+        "best_eval": max((r["eval/mean_return"] for r in evals), default=None),
+    }
 
 
 def _sb3_job(job: dict) -> dict:
@@ -285,8 +301,11 @@ def _sb3_job(job: dict) -> dict:
                 mean, _ = evaluate_policy(self.model, DummyVecEnv([env_fn]), n_eval_episodes=10, deterministic=True)
                 self.eval_seconds += time.perf_counter() - t0
                 self.evals.append(
-                    {"eval/mean_return": mean, "global_step": self.num_timesteps,
-                     "train_s": time.perf_counter() - start - self.eval_seconds}
+                    {
+                        "eval/mean_return": mean,
+                        "global_step": self.num_timesteps,
+                        "train_s": time.perf_counter() - start - self.eval_seconds,
+                    }
                 )
 
     callback = EvalEvery()
@@ -301,9 +320,9 @@ def _sb3_job(job: dict) -> dict:
 
 def run_job(job: dict) -> dict:
     """One benchmark job, in this (fresh) process; adds its peak memory."""
-    import torch
-
     import resource
+
+    import torch
 
     torch.manual_seed(job["seed"])
     with TreeMemory() as memory:
@@ -336,13 +355,34 @@ def bench_train(mario_steps: int, cartpole_steps: int, seed: int, skip_cartpole:
         {"impl": "ours", "algo": "apo", "task": "mario:1-1", "total_steps": mario_steps, "seed": seed},
         # SB3 with the same OpenMP setting as ours, and as it runs out of the box
         {"impl": "sb3", "algo": "ppo", "task": "mario:1-1", "total_steps": mario_steps, "seed": seed},
-        {"impl": "sb3", "algo": "ppo", "task": "mario:1-1", "total_steps": mario_steps, "seed": seed, "omp_default": True},
+        {
+            "impl": "sb3",
+            "algo": "ppo",
+            "task": "mario:1-1",
+            "total_steps": mario_steps,
+            "seed": seed,
+            "omp_default": True,
+        },
     ]
     if not skip_cartpole:
         # evaluate every 10 rollouts (2,560 steps at the zoo's 8 x 32)
         jobs += [
-            {"impl": "ours", "algo": "ppo", "task": "cartpole", "total_steps": cartpole_steps, "seed": seed, "eval_every": 10},
-            {"impl": "sb3", "algo": "ppo", "task": "cartpole", "total_steps": cartpole_steps, "seed": seed, "eval_every": 10},
+            {
+                "impl": "ours",
+                "algo": "ppo",
+                "task": "cartpole",
+                "total_steps": cartpole_steps,
+                "seed": seed,
+                "eval_every": 10,
+            },
+            {
+                "impl": "sb3",
+                "algo": "ppo",
+                "task": "cartpole",
+                "total_steps": cartpole_steps,
+                "seed": seed,
+                "eval_every": 10,
+            },
         ]
     results = []
     with tqdm(total=len(jobs), desc="bench train", unit="job") as progress:
@@ -361,7 +401,11 @@ def bench_train(mario_steps: int, cartpole_steps: int, seed: int, skip_cartpole:
     for bar in bars.values():
         bar["met"] = bar["ratio"] >= bar["bar"]
     return {
-        "machine": {"cores": os.cpu_count(), "processor": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "machine": {
+            "cores": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+        },
         "mario_steps": mario_steps,
         "hyper_parameters": "8 envs x 128 steps, minibatch 256, 4 epochs, lr 2.5e-4, clip 0.1, ent 0.01",
         "jobs": results,
@@ -370,18 +414,26 @@ def bench_train(mario_steps: int, cartpole_steps: int, seed: int, skip_cartpole:
 
 
 def format_train_table(result: dict) -> str:
-    lines = [f"bench train: {result['machine']['cores']} cores; Mario 1-1 for {result['mario_steps']} steps ({result['hyper_parameters']})"]
+    lines = [
+        f"bench train: {result['machine']['cores']} cores; "
+        f"Mario 1-1 for {result['mario_steps']} steps ({result['hyper_parameters']})"
+    ]
     lines.append(f"  {'job':<42}{'SPS':>8}{'wall s':>9}{'learner MB':>12}{'all procs MB':>14}   CartPole eval>=475")
     for r in result["jobs"]:
         solved = ""
         if "solved_s" in r:
-            solved = "not reached" if r["solved_s"] is None else f"{r['solved_s']:.1f} s train time, step {r['solved_step']}"
+            solved = (
+                "not reached" if r["solved_s"] is None else f"{r['solved_s']:.1f} s train time, step {r['solved_step']}"
+            )
         name = f"{r['impl']} {r['algo']} {r['task']}" + (" (omp default)" if r.get("omp_default") else "")
         lines.append(
-            f"  {name:<42}{r['sps']:8.0f}{r['wall_s']:9.1f}{r['learner_peak_rss_mb']:12.0f}{r['tree_peak_rss_mb']:14.0f}   {solved}"
+            f"  {name:<42}{r['sps']:8.0f}{r['wall_s']:9.1f}"
+            f"{r['learner_peak_rss_mb']:12.0f}{r['tree_peak_rss_mb']:14.0f}   {solved}"
         )
     for name, bar in result["bars"].items():
-        lines.append(f"  bar {name:<38} ratio {bar['ratio']:.2f} (>= {bar['bar']}): {'met' if bar['met'] else 'MISSED'}")
+        lines.append(
+            f"  bar {name:<38} ratio {bar['ratio']:.2f} (>= {bar['bar']}): {'met' if bar['met'] else 'MISSED'}"
+        )
     return "\n".join(lines)
 
 

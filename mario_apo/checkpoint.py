@@ -12,11 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from mario_apo.errors import CheckpointError
+
 CHECKPOINT = "checkpoint.pt"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: missing, corrupt, or from another task or model."""
 
 
 def rng_states() -> dict[str, Any]:
@@ -46,7 +44,9 @@ def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
         # weights_only=False: the state holds numpy RNG states and anchor arrays we wrote ourselves.
         state = torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as err:
-        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}): {err}".splitlines()[0]) from None
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}): {err}".splitlines()[0]
+        ) from None
     if task is not None and state.get("task") != task:
         raise CheckpointError(f"checkpoint {path} is from task {state.get('task')!r}, not {task!r}")
     return state

@@ -12,171 +12,20 @@ import os
 import sys
 
 from mario_apo import __version__
+from mario_apo.errors import TrainingError, UsageError
+from mario_apo.flags import (
+    Parser,
+    add_env_flags,
+    add_train_flags,
+    check_rollout_fits,
+    env_config,
+    positive_int,
+    positive_int_list,
+    requested_task,
+    resolve_run_config,
+)
 
 USAGE_ERROR = 2
-
-
-class UsageError(Exception):
-    """Bad input from the user: reported as one line, exit code 2."""
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (no usage dump), exit 2."""
-
-    def error(self, message: str):
-        raise UsageError(f"{message} (see '{self.prog} --help')")
-
-
-def positive_int(text: str) -> int:
-    if not text.lstrip("-").isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
-def positive_int_list(text: str) -> list[int]:
-    """``"1,2,4"`` -> ``[1, 2, 4]``."""
-    return [positive_int(part) for part in text.split(",")]
-
-
-def add_env_args(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``EnvConfig`` (how a task's env is built)."""
-    parser.add_argument("--actions", default="simple", help="Mario action set: right (5), simple (7) or complex (12). Default: simple")
-    parser.add_argument("--frame-skip", type=positive_int, default=4, help="NES frames per agent step. Default: 4")
-    parser.add_argument("--frame-stack", type=positive_int, default=4, help="frames stacked per observation. Default: 4")
-    parser.add_argument(
-        "--max-episode-steps", type=positive_int, default=2000, help="Mario step limit in agent steps (truncation). Default: 2000"
-    )
-
-
-def env_config(args: argparse.Namespace):
-    from mario_apo.tasks import EnvConfig
-
-    cfg = EnvConfig(args.actions, args.frame_skip, args.frame_stack, args.max_episode_steps)
-    cfg.validate()
-    return cfg
-
-
-def add_train_args(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``mario-apo train``: one per field of the run config (see mario_apo/config.py)."""
-    from mario_apo.config import ALGOS, ANCHOR_ADMIT, ANCHOR_KL_DIRECTIONS, BETA_SCHEDULES, WANDB_MODES
-
-    what = parser.add_argument_group("what to train")
-    what.add_argument("--algo", choices=ALGOS, default="apo", help="ppo, or apo (Anchored Policy Optimization). Default: apo")
-    what.add_argument("--level", help="Mario level W-S; shorthand for --task mario:W-S[:REWARD]")
-    what.add_argument("--reward", help="Mario reward mode with --level: dense (default), sparse or goal:X")
-    what.add_argument("--task", help="a task string (see 'mario-apo tasks'). Default: mario:1-1")
-    what.add_argument("--seed", type=int, default=1, help="seed of torch, numpy and the envs. Default: 1")
-    what.add_argument("--resume", metavar="RUN_DIR", help="continue runs/<name> from its checkpoint (its saved config is used; --total-steps may extend it)")
-
-    ppo = parser.add_argument_group("PPO (defaults depend on the task family; Mario's are shown, the README has the table)")
-    ppo.add_argument("--total-steps", type=positive_int, help="agent steps over all envs. Default: Mario 1M, CartPole 100k, MountainCar 1M")
-    ppo.add_argument("--num-envs", type=positive_int, help="parallel envs. Default: Mario 8, CartPole 8, MountainCar 16")
-    ppo.add_argument("--num-steps", type=positive_int, help="steps per env per rollout. Default: Mario 128")
-    ppo.add_argument("--lr", type=positive_float, help="Adam learning rate. Default: Mario 2.5e-4")
-    ppo.add_argument("--anneal-lr", action=argparse.BooleanOptionalAction, help="anneal the learning rate linearly to 0. Default: on")
-    ppo.add_argument("--anneal-clip", action=argparse.BooleanOptionalAction, help="anneal the clip epsilon linearly to 0. Default: CartPole on, others off")
-    ppo.add_argument("--gamma", type=positive_float, help="discount. Default: Mario 0.99")
-    ppo.add_argument("--gae-lambda", type=non_negative_float, help="GAE lambda. Default: Mario 0.95")
-    ppo.add_argument("--update-epochs", type=positive_int, help="passes over each batch. Default: Mario 4")
-    ppo.add_argument("--num-minibatches", type=positive_int, help="minibatches per pass. Default: Mario 4")
-    ppo.add_argument("--clip-coef", type=positive_float, help="surrogate clip epsilon. Default: Mario 0.1")
-    ppo.add_argument("--clip-vloss", action=argparse.BooleanOptionalAction, help="clip the value loss around the old values. Default: Mario on, CartPole/MountainCar off")
-    ppo.add_argument("--ent-coef", type=non_negative_float, help="entropy bonus. Default: Mario 0.01")
-    ppo.add_argument("--vf-coef", type=non_negative_float, help="value loss weight. Default: 0.5 (CartPole 1.0)")
-    ppo.add_argument("--max-grad-norm", type=positive_float, help="global grad-norm clip. Default: 0.5")
-
-    apo = parser.add_argument_group("APO (ignored with --algo ppo)")
-    apo.add_argument("--beta", type=non_negative_float, help="anchor KL weight; 0 makes APO exactly PPO. Default: 0.1")
-    apo.add_argument("--beta-schedule", choices=BETA_SCHEDULES, help="constant (default), linear-decay or linear-warmup")
-    apo.add_argument("--anchors", type=positive_int, help="K, the number of best episodes kept. Default: 8")
-    apo.add_argument("--anchor-batch", type=positive_int, help="anchor states per minibatch step. Default: 64")
-    apo.add_argument("--anchor-admit", choices=ANCHOR_ADMIT, help="top: top-K by return (default); success: only goal-reaching episodes")
-    apo.add_argument("--anchor-kl", choices=ANCHOR_KL_DIRECTIONS, help="forward: KL(p_best||pi) (default); reverse: KL(pi||p_best)")
-    apo.add_argument("--anchor-max-mb", type=positive_float, help="anchor buffer cap in MB (worst evicted first). Default: 256")
-
-    log = parser.add_argument_group("logging and checkpoints")
-    log.add_argument("--run-dir", default="runs", help="parent folder of run dirs. Default: runs")
-    log.add_argument("--name", help="run name. Default: <algo>-<task>-s<seed>-<time>")
-    log.add_argument("--wandb", choices=WANDB_MODES, default="offline", help="W&B mode. Default: offline (no account or network)")
-    log.add_argument("--wandb-project", default="mario-apo", help="W&B project. Default: mario-apo")
-    log.add_argument("--wandb-group", default="", help="W&B group. Default: the task string")
-    log.add_argument("--wandb-tags", default="", help="extra comma-separated W&B tags (algo and task are always added)")
-    log.add_argument("--checkpoint-every", type=positive_int, default=50, help="checkpoint every N updates (and at the end). Default: 50")
-    log.add_argument("--no-progress", action="store_true", help="no progress bar")
-    log.add_argument("--eval-every", type=int, default=0, help="evaluate the greedy policy every N updates, logged as eval/* (0: never). Default: 0")
-    log.add_argument("--eval-episodes", type=positive_int, default=10, help="episodes per evaluation. Default: 10")
-    log.add_argument("--video-every", type=int, default=100, help="APO on Mario: when a new best anchor is admitted, write its replay video and log it to W&B, at most once per N updates (0: off). Default: 100")
-    log.add_argument("--torch-threads", type=int, default=0, help="torch threads (0: all cores). Default: 0")
-    add_env_args(parser)
-
-
-def requested_task(args: argparse.Namespace) -> str | None:
-    """The task string given by --level/--reward or --task; None when neither is given."""
-    return f"mario:{args.level}:{args.reward or 'dense'}" if args.level else args.task
-
-
-def train_config(args: argparse.Namespace):
-    """Resolve the flags of a new run into a RunConfig (family defaults, then flags)."""
-    from mario_apo.config import AnchorConfig, LogConfig, RunConfig, ppo_defaults
-    from mario_apo.tasks import parse_task
-
-    if args.level and args.task:
-        raise UsageError("give --level (Mario shorthand) or --task, not both")
-    if args.reward and not args.level:
-        raise UsageError("--reward goes with --level; with --task write the reward into the task string (mario:1-1:sparse)")
-    task = parse_task(requested_task(args) or "mario:1-1")
-    ppo = ppo_defaults(task.family)
-    overrides = {
-        "total_steps": args.total_steps, "num_envs": args.num_envs, "num_steps": args.num_steps,
-        "learning_rate": args.lr, "gamma": args.gamma, "gae_lambda": args.gae_lambda,
-        "update_epochs": args.update_epochs, "num_minibatches": args.num_minibatches, "clip_coef": args.clip_coef,
-        "ent_coef": args.ent_coef, "vf_coef": args.vf_coef, "max_grad_norm": args.max_grad_norm,
-        "anneal_lr": args.anneal_lr, "anneal_clip": args.anneal_clip, "clip_vloss": args.clip_vloss,
-    }
-    for name, value in overrides.items():
-        if value is not None:
-            setattr(ppo, name, value)
-    anchor = AnchorConfig()
-    for name in ("beta", "beta_schedule", "anchors", "anchor_batch", "anchor_admit", "anchor_kl", "anchor_max_mb"):
-        if getattr(args, name) is not None:
-            setattr(anchor, name, getattr(args, name))
-    log = LogConfig(
-        run_dir=args.run_dir, name=args.name or "", wandb=args.wandb, wandb_project=args.wandb_project,
-        wandb_group=args.wandb_group, wandb_tags=[t for t in args.wandb_tags.split(",") if t],
-        checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
-        eval_every=max(args.eval_every, 0), eval_episodes=args.eval_episodes, video_every=max(args.video_every, 0),
-    )
-    cfg = RunConfig(algo=args.algo, task=task.name, seed=args.seed, torch_threads=args.torch_threads,
-                    env=env_config(args), ppo=ppo, anchor=anchor, log=log)
-    check_rollout_fits(cfg)
-    return cfg
-
-
-def check_rollout_fits(cfg) -> None:
-    ppo = cfg.ppo
-    if ppo.total_steps < ppo.batch_size:
-        raise UsageError(
-            f"--total-steps {ppo.total_steps} is less than one rollout (num_envs x num_steps = {ppo.batch_size})"
-        )
-    if ppo.batch_size % ppo.num_minibatches:
-        raise UsageError(f"--num-minibatches {ppo.num_minibatches} must divide the batch ({ppo.batch_size} = num_envs x num_steps)")
 
 
 def build_parser() -> Parser:
@@ -189,6 +38,22 @@ def build_parser() -> Parser:
 
     commands.add_parser("tasks", help="list the task strings (levels, reward modes, action sets)")
 
+    _add_bench_commands(commands)
+    _add_replay_command(commands)
+    _add_eval_command(commands)
+    _add_suite_commands(commands)
+    train = commands.add_parser(
+        "train",
+        help="train PPO or APO (Anchored Policy Optimization) on a task",
+        description="Train PPO or APO (Anchored Policy Optimization: PPO + beta * KL(p_best || pi_theta) "
+        "over states of the best episodes so far). Writes runs/<name>/ (config.json, metrics.jsonl, "
+        "checkpoint.pt, anchors.json) and an offline W&B run.",
+    )
+    add_train_flags(train)
+    return parser
+
+
+def _add_bench_commands(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser("bench", help="throughput benchmarks")
     benches = bench.add_subparsers(dest="bench", required=True, parser_class=Parser)
     env = benches.add_parser("env", help="raw emulator vs wrapped env vs vector env throughput")
@@ -198,21 +63,30 @@ def build_parser() -> Parser:
         "--num-envs",
         type=positive_int_list,
         default=sorted({1, 2, cores, 2 * cores}),
-        help=f"comma-separated vector env sizes. Default: 1,2,cores,2*cores (here {','.join(map(str, sorted({1, 2, cores, 2 * cores})))})",
+        help="comma-separated vector env sizes. Default: 1,2,cores,2*cores "
+        f"(here {','.join(map(str, sorted({1, 2, cores, 2 * cores})))})",
     )
     env.add_argument("--seconds", type=float, default=8.0, help="seconds per measurement. Default: 8")
     env.add_argument("--seed", type=int, default=0, help="seed of the random actions. Default: 0")
     env.add_argument("--json", default="bench-env.json", help="where to write the JSON result. Default: bench-env.json")
-    add_env_args(env)
+    add_env_flags(env)
     train_bench = benches.add_parser(
         "train", help="our PPO and APO vs Stable-Baselines3 PPO: Mario SPS, CartPole time to eval >= 475, peak RSS"
     )
-    train_bench.add_argument("--mario-steps", type=positive_int, default=10240, help="agent steps per Mario job. Default: 10240 (10 updates)")
-    train_bench.add_argument("--cartpole-steps", type=positive_int, default=100_000, help="steps per CartPole job. Default: 100000")
+    train_bench.add_argument(
+        "--mario-steps", type=positive_int, default=10240, help="agent steps per Mario job. Default: 10240 (10 updates)"
+    )
+    train_bench.add_argument(
+        "--cartpole-steps", type=positive_int, default=100_000, help="steps per CartPole job. Default: 100000"
+    )
     train_bench.add_argument("--skip-cartpole", action="store_true", help="only the Mario SPS comparison")
     train_bench.add_argument("--seed", type=int, default=1, help="seed of every job. Default: 1")
-    train_bench.add_argument("--json", default="bench-train.json", help="where to write the JSON result. Default: bench-train.json")
+    train_bench.add_argument(
+        "--json", default="bench-train.json", help="where to write the JSON result. Default: bench-train.json"
+    )
 
+
+def _add_replay_command(commands: argparse._SubParsersAction) -> None:
     replay = commands.add_parser(
         "replay",
         help="re-simulate anchored Mario episodes, verify them, and write full-colour video",
@@ -222,43 +96,52 @@ def build_parser() -> Parser:
     replay.add_argument("run_dir", help="a run dir, runs/<name>")
     replay.add_argument("--episode", default="best", help="best (default), all, or an anchor rank N (0 = best)")
     replay.add_argument("--out", help="video file, .mp4 or .gif. Default: <run_dir>/videos/anchor-<rank>-ep<id>.mp4")
-    replay.add_argument("--fps", type=positive_int, default=60, help="frames per second (the NES draws 60). Default: 60")
+    replay.add_argument(
+        "--fps", type=positive_int, default=60, help="frames per second (the NES draws 60). Default: 60"
+    )
     replay.add_argument("--scale", type=positive_int, default=2, help="pixel scale of the 256x240 screen. Default: 2")
 
+
+def _add_eval_command(commands: argparse._SubParsersAction) -> None:
     evaluation = commands.add_parser(
         "eval", help="evaluate a run's checkpoint on fresh envs: success (flag) rate, returns, max x, lengths"
     )
     evaluation.add_argument("run_dir", help="a run dir, runs/<name>")
-    evaluation.add_argument("--checkpoint", default="latest", help="latest (the run's checkpoint.pt) or a checkpoint path. Default: latest")
+    evaluation.add_argument(
+        "--checkpoint", default="latest", help="latest (the run's checkpoint.pt) or a checkpoint path. Default: latest"
+    )
     evaluation.add_argument("--episodes", type=positive_int, default=20, help="episodes per level. Default: 20")
     policy = evaluation.add_mutually_exclusive_group()
-    policy.add_argument("--greedy", dest="greedy", action="store_true", default=True, help="most probable action (default)")
+    policy.add_argument(
+        "--greedy", dest="greedy", action="store_true", default=True, help="most probable action (default)"
+    )
     policy.add_argument("--sample", dest="greedy", action="store_false", help="sample actions from the policy")
-    evaluation.add_argument("--level", nargs="+", metavar="W-S", help="Mario levels to evaluate on (the run's reward mode). Default: the run's level")
+    evaluation.add_argument(
+        "--level",
+        nargs="+",
+        metavar="W-S",
+        help="Mario levels to evaluate on (the run's reward mode). Default: the run's level",
+    )
     evaluation.add_argument("--seed", type=int, default=0, help="seed of the eval envs and sampling. Default: 0")
     evaluation.add_argument("--video", help="record the first episode (of the first level) to this .mp4 or .gif")
     evaluation.add_argument("--json", help="where to write the results. Default: <run_dir>/eval.json")
 
+
+def _add_suite_commands(commands: argparse._SubParsersAction) -> None:
     suite = commands.add_parser("suite", help="benchmark suites: run the matrix, write the report")
     suites = suite.add_subparsers(dest="suite", required=True, parser_class=Parser)
     suite_run = suites.add_parser(
-        "run", help="run every (task, algo, seed) of a suite, each in its own process; skips finished runs, resumes interrupted ones"
+        "run",
+        help="run every (task, algo, seed) of a suite, each in its own process; "
+        "skips finished runs, resumes interrupted ones",
     )
     suite_run.add_argument("suite_file", help="a suite file, e.g. experiments/cartpole.toml")
-    suite_run.add_argument("--jobs", type=positive_int, help="runs at once (torch threads = cores // jobs). Default: the suite's jobs")
+    suite_run.add_argument(
+        "--jobs", type=positive_int, help="runs at once (torch threads = cores // jobs). Default: the suite's jobs"
+    )
     suite_report = suites.add_parser("report", help="Markdown report and PNG figures from the suite's local run dirs")
     suite_report.add_argument("suite_file", help="a suite file, e.g. experiments/cartpole.toml")
     suite_report.add_argument("--out", help="output folder. Default: experiments/results/<suite name>")
-
-    train = commands.add_parser(
-        "train",
-        help="train PPO or APO (Anchored Policy Optimization) on a task",
-        description="Train PPO or APO (Anchored Policy Optimization: PPO + beta * KL(p_best || pi_theta) "
-        "over states of the best episodes so far). Writes runs/<name>/ (config.json, metrics.jsonl, "
-        "checkpoint.pt, anchors.json) and an offline W&B run.",
-    )
-    add_train_args(train)
-    return parser
 
 
 def run_tasks(args: argparse.Namespace) -> None:
@@ -273,7 +156,9 @@ def run_bench_env(args: argparse.Namespace) -> None:
 
     task = parse_task(args.task)
     if not task.is_mario:
-        raise UsageError(f"bench env measures the emulator: --task must be a Mario task (mario:W-S[:REWARD]), got {args.task!r}")
+        raise UsageError(
+            f"bench env measures the emulator: --task must be a Mario task (mario:W-S[:REWARD]), got {args.task!r}"
+        )
     if args.seconds <= 0:
         raise UsageError(f"--seconds must be positive, got {args.seconds}")
     result = bench_env(task, env_config(args), args.num_envs, args.seconds, args.seed)
@@ -309,8 +194,10 @@ def usable_video_path(path: str) -> None:
 def run_replay(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mario_apo.replay import ReplayMismatch, load_anchor_index, replay, select_anchors, stored_frames_by_episode
-    from mario_apo.tasks import EnvConfig, parse_task
+    from mario_apo.config import EnvConfig
+    from mario_apo.errors import ReplayMismatch
+    from mario_apo.replay import load_anchor_index, replay, select_anchors, stored_frames_by_episode
+    from mario_apo.tasks import parse_task
     from mario_apo.video import VideoWriter
 
     run_dir = Path(args.run_dir)
@@ -344,10 +231,11 @@ def run_replay(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from mario_apo.checkpoint import CheckpointError, load_checkpoint
+    from mario_apo.checkpoint import load_checkpoint
+    from mario_apo.errors import CheckpointError
     from mario_apo.evaluate import evaluate
+    from mario_apo.runs import load_run_config
     from mario_apo.tasks import make_env, parse_task
-    from mario_apo.train import load_run_config
     from models.actor_critic import make_model
 
     run_dir = Path(args.run_dir)
@@ -366,7 +254,9 @@ def run_eval(args: argparse.Namespace) -> None:
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {checkpoint_path} does not fit this run's model: {str(err).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"checkpoint {checkpoint_path} does not fit this run's model: {str(err).splitlines()[0]}"
+        ) from None
     model.eval()
     results = []
     for k, eval_task in enumerate(tasks):
@@ -375,7 +265,8 @@ def run_eval(args: argparse.Namespace) -> None:
         result.update({"checkpoint": str(checkpoint_path), "global_step": state["global_step"]})
         results.append(result)
         print(
-            f"{eval_task.name}: success {result['success_rate']:.2f} over {result['episodes']} {result['policy']} episodes; "
+            f"{eval_task.name}: success {result['success_rate']:.2f} "
+            f"over {result['episodes']} {result['policy']} episodes; "
             f"return mean {result['mean_return']:.2f} median {result['median_return']:.2f}; "
             f"max x mean {result['mean_max_x']:.0f}; length mean {result['mean_length']:.0f}"
         )
@@ -404,27 +295,30 @@ def run_suite_command(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mario_apo.ppo import NonFiniteLoss
+    from mario_apo.runs import create_run, load_run_config
     from mario_apo.tasks import parse_task
-    from mario_apo.train import TrainingError, create_run, load_run_config, train
+    from mario_apo.train import train
 
     if args.resume:
         run_dir = Path(args.resume)
         cfg = load_run_config(run_dir)
         asked = requested_task(args)
         if asked and parse_task(asked).name != cfg.task:
-            raise UsageError(f"{run_dir} trains {cfg.task!r}, not {parse_task(asked).name!r}: a run resumes its own task")
+            raise UsageError(
+                f"{run_dir} trains {cfg.task!r}, not {parse_task(asked).name!r}: a run resumes its own task"
+            )
         if args.total_steps is not None:
             cfg.ppo.total_steps = args.total_steps
             check_rollout_fits(cfg)
-        cfg.log.progress = not args.no_progress
+        if args.progress is not None:
+            cfg.log.progress = args.progress
     else:
-        cfg = train_config(args)
+        cfg = resolve_run_config(args)
         run_dir = create_run(cfg)
         print(f"run dir: {run_dir}", file=sys.stderr)
     try:
         summary = train(cfg, run_dir, resume=bool(args.resume))
-    except (NonFiniteLoss, TrainingError) as err:
+    except TrainingError as err:
         print(f"mario-apo: training stopped: {err}; the last good checkpoint in {run_dir} is kept", file=sys.stderr)
         return 1
     print(json.dumps(summary))
@@ -432,11 +326,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mario_apo.checkpoint import CheckpointError
-    from mario_apo.replay import ReplayError
-    from mario_apo.suite import SuiteError
-    from mario_apo.tasks import TaskError
-
     try:
         args = build_parser().parse_args(argv)
         if args.command == "tasks":
@@ -453,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             run_eval(args)
         elif args.command == "suite":
             return run_suite_command(args)
-    except (UsageError, TaskError, CheckpointError, ReplayError, SuiteError) as err:
+    except UsageError as err:
         print(f"mario-apo: error: {err}", file=sys.stderr)
         return USAGE_ERROR
     return 0

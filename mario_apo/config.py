@@ -1,5 +1,10 @@
 """Run configuration: one dataclass per concern, defaults per task family in one table.
 
+Every field is declared with ``option(default, help, ...)``: its help text, valid
+range and flag name live here and nowhere else. ``mario_apo.flags`` generates the
+``mario-apo train`` flags from these fields, and the suite runner passes a suite's
+settings through the same flags, so there is one source for every setting.
+
 The resolved ``RunConfig`` is written to every run dir (``config.json``) and to W&B.
 """
 
@@ -9,7 +14,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from mario_apo.tasks import EnvConfig
+from mario_apo.errors import TaskError
+from wrappers.mario import ACTION_SETS
 
 ALGOS = ("ppo", "apo")
 BETA_SCHEDULES = ("constant", "linear-decay", "linear-warmup")
@@ -18,42 +24,76 @@ ANCHOR_ADMIT = ("top", "success")
 WANDB_MODES = ("offline", "online", "disabled")
 
 
+def option(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    bound: str | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A config field with what its flag needs.
+
+    :param help: one line, shown by ``--help`` (the default is appended there)
+    :param flag: the flag's name when it is not the field's name with dashes
+    :param bound: ``positive`` or ``non_negative`` for numbers
+    :param choices: the valid values of a string field
+    """
+    metadata = {"help": help, "flag": flag, "bound": bound, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class EnvConfig:
+    """How a task's env is built (the same for training, evaluation and replay)."""
+
+    action_set: str = option(
+        "simple",
+        "Mario buttons: right (5 actions), simple (7) or complex (12)",
+        flag="actions",
+        choices=tuple(ACTION_SETS),
+    )
+    frame_skip: int = option(
+        4, "NES frames per agent step (reward summed, last two frames max-pooled)", bound="positive"
+    )
+    frame_stack: int = option(4, "consecutive 84x84 grayscale frames stacked into one observation", bound="positive")
+    max_episode_steps: int = option(
+        2000, "Mario step limit in agent steps (truncation); CartPole/MountainCar keep 500/200", bound="positive"
+    )
+
+    def validate(self) -> None:
+        """For settings that did not come through the flags (suite files, config.json)."""
+        if self.action_set not in ACTION_SETS:
+            raise TaskError(f"unknown action set {self.action_set!r}: valid sets are {', '.join(ACTION_SETS)}")
+        for name in ("frame_skip", "frame_stack", "max_episode_steps"):
+            if getattr(self, name) < 1:
+                raise TaskError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+
+
 @dataclass
 class PPOConfig:
-    """PPO hyper-parameters (the names follow CleanRL's)."""
+    """PPO hyper-parameters (the names follow CleanRL's); defaults per task family in ``FAMILY_DEFAULTS``."""
 
-    total_steps: int = 1_000_000
-    """Agent steps over all envs (one agent step = ``frame_skip`` emulator frames on Mario)."""
-    num_envs: int = 8
-    """Parallel envs."""
-    num_steps: int = 128
-    """Steps per env per rollout; the batch is ``num_envs * num_steps``."""
-    learning_rate: float = 2.5e-4
-    """Adam step size (annealed linearly to 0 if ``anneal_lr``)."""
-    anneal_lr: bool = True
-    """Linearly anneal the learning rate to 0 over ``total_steps``."""
-    gamma: float = 0.99
-    """Discount."""
-    gae_lambda: float = 0.95
-    """GAE lambda."""
-    update_epochs: int = 4
-    """Passes over each batch."""
-    num_minibatches: int = 4
-    """Minibatches per pass."""
-    clip_coef: float = 0.1
-    """Surrogate clipping epsilon."""
-    anneal_clip: bool = False
-    """Linearly anneal the clip epsilon to 0 over ``total_steps`` (rl-zoo's CartPole setting)."""
-    clip_vloss: bool = True
-    """Clip the value loss around the old values."""
-    ent_coef: float = 0.01
-    """Entropy bonus coefficient."""
-    vf_coef: float = 0.5
-    """Value loss coefficient."""
-    max_grad_norm: float = 0.5
-    """Global gradient-norm clip."""
-    norm_adv: bool = True
-    """Normalise advantages per minibatch."""
+    total_steps: int = option(
+        1_000_000, "agent steps over all envs (1 agent step = frame-skip NES frames)", bound="positive"
+    )
+    num_envs: int = option(8, "parallel envs", bound="positive")
+    num_steps: int = option(128, "steps per env per rollout; the batch is num_envs x num_steps", bound="positive")
+    learning_rate: float = option(2.5e-4, "Adam step size", flag="lr", bound="positive")
+    anneal_lr: bool = option(True, "anneal the learning rate linearly to 0 over the run")
+    gamma: float = option(0.99, "discount", bound="positive")
+    gae_lambda: float = option(0.95, "GAE lambda", bound="non_negative")
+    update_epochs: int = option(4, "passes over each batch", bound="positive")
+    num_minibatches: int = option(4, "minibatches per pass", bound="positive")
+    clip_coef: float = option(0.1, "surrogate (and value) clip epsilon", bound="positive")
+    anneal_clip: bool = option(False, "anneal the clip epsilon linearly to 0 over the run (rl-zoo's CartPole setting)")
+    clip_vloss: bool = option(True, "clip the value loss around the old values")
+    ent_coef: float = option(0.01, "entropy bonus coefficient", bound="non_negative")
+    vf_coef: float = option(0.5, "value loss coefficient", bound="non_negative")
+    max_grad_norm: float = option(0.5, "global gradient-norm clip", bound="positive")
+    norm_adv: bool = option(True, "normalise advantages per minibatch")
 
     @property
     def batch_size(self) -> int:
@@ -72,59 +112,65 @@ class PPOConfig:
 class AnchorConfig:
     """APO's additions (ignored by ``--algo ppo``): the anchor buffer and the KL term."""
 
-    beta: float = 0.1
-    """Weight of the anchor KL term in the loss; 0 makes APO exactly PPO."""
-    beta_schedule: str = "constant"
-    """constant, linear-decay (beta -> 0 over the run) or linear-warmup (0 -> beta)."""
-    anchors: int = 8
-    """K: how many highest-return episodes are kept as anchors."""
-    anchor_batch: int = 64
-    """Anchor states sampled for the KL term at every PPO minibatch step."""
-    anchor_admit: str = "top"
-    """top: any episode in the top K by return; success: only goal-reaching episodes."""
-    anchor_kl: str = "forward"
-    """forward: KL(p_best || pi_theta) (the spec's choice, mode-covering); reverse: KL(pi_theta || p_best)."""
-    anchor_max_mb: float = 256.0
-    """Memory cap of the anchor buffer in MB; the lowest-return anchors are evicted first."""
+    beta: float = option(0.1, "weight of the anchor KL term in the loss; 0 makes APO exactly PPO", bound="non_negative")
+    beta_schedule: str = option(
+        "constant",
+        "constant, linear-decay (beta -> 0 over the run) or linear-warmup (0 -> beta)",
+        choices=BETA_SCHEDULES,
+    )
+    anchors: int = option(8, "K: how many highest-return episodes are kept as anchors", bound="positive")
+    anchor_batch: int = option(
+        64, "anchor states sampled for the KL term at every PPO minibatch step", bound="positive"
+    )
+    anchor_admit: str = option(
+        "top", "top: any episode in the top K by return; success: only goal-reaching episodes", choices=ANCHOR_ADMIT
+    )
+    anchor_kl: str = option(
+        "forward",
+        "forward: KL(p_best || pi_theta) (the spec's choice, mode-covering); reverse: KL(pi_theta || p_best)",
+        choices=ANCHOR_KL_DIRECTIONS,
+    )
+    anchor_max_mb: float = option(
+        256.0, "memory cap of the anchor buffer in MB; the lowest-return anchors are evicted first", bound="positive"
+    )
 
 
 @dataclass
 class LogConfig:
     """Where and how a run is recorded."""
 
-    run_dir: str = "runs"
-    """Parent folder of run dirs."""
-    name: str = ""
-    """Run name (default: ``<algo>-<task>-s<seed>-<time>``)."""
-    wandb: str = "offline"
-    """W&B mode: offline (default; no account or network), online, or disabled."""
-    wandb_project: str = "mario-apo"
-    """W&B project."""
-    wandb_group: str = ""
-    """W&B group (default: the task string)."""
-    wandb_tags: list[str] = field(default_factory=list)
-    """Extra W&B tags (algo and task are always added)."""
-    checkpoint_every: int = 50
-    """Save a checkpoint every N updates (and always at the end)."""
-    progress: bool = True
-    """Show a progress bar."""
-    eval_every: int = 0
-    """Evaluate the greedy policy every N updates on a fresh env (0: never)."""
-    eval_episodes: int = 10
-    """Episodes per evaluation."""
-    video_every: int = 100
-    """APO on Mario: video of each new best anchor (videos/, and W&B media), at most once per N updates (0: off)."""
+    run_dir: str = option("runs", "parent folder of run dirs")
+    name: str = option("", "run name (empty: <algo>-<task>-s<seed>-<time>)")
+    wandb: str = option(
+        "offline", "W&B mode: offline (no account or network), online, or disabled", choices=WANDB_MODES
+    )
+    wandb_project: str = option("mario-apo", "W&B project")
+    wandb_group: str = option("", "W&B group (empty: the task string)")
+    wandb_tags: list[str] = option([], "extra comma-separated W&B tags (algo and task are always added)")
+    checkpoint_every: int = option(50, "save a checkpoint every N updates (and always at the end)", bound="positive")
+    progress: bool = option(True, "show a progress bar")
+    eval_every: int = option(
+        0,
+        "evaluate the greedy policy every N updates on a fresh env, logged as eval/* (0: never)",
+        bound="non_negative",
+    )
+    eval_episodes: int = option(10, "episodes per evaluation", bound="positive")
+    video_every: int = option(
+        100,
+        "APO on Mario: video of each new best anchor (videos/, and W&B media), at most once per N updates (0: off)",
+        bound="non_negative",
+    )
 
 
 @dataclass
 class RunConfig:
     """Everything one training run needs; ``config.json`` in the run dir."""
 
-    algo: str = "apo"
+    algo: str = option("apo", "ppo, or apo (Anchored Policy Optimization)", choices=ALGOS)
     task: str = "mario:1-1:dense"
-    seed: int = 1
-    torch_threads: int = 0
-    """Threads for torch (0: all cores)."""
+    """The canonical task string (set from --level/--reward or --task)."""
+    seed: int = option(1, "seed of torch, numpy and the envs")
+    torch_threads: int = option(0, "threads for torch (0: all cores)", bound="non_negative")
     env: EnvConfig = field(default_factory=EnvConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     anchor: AnchorConfig = field(default_factory=AnchorConfig)
@@ -134,7 +180,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         return cls(
             algo=data["algo"],
             task=data["task"],
@@ -149,7 +195,9 @@ class RunConfig:
 
 # PPO defaults per task family. Mario: the Atari PPO settings. CartPole: the
 # rl-baselines3-zoo tuned settings (solves it within 100k steps; like SB3, no value
-# clipping, and vf_coef 1 for SB3's MSE without our 0.5 factor). MountainCar: zoo's settings (the MLP's input scaling stands in for its VecNormalize).
+# clipping, and vf_coef 1 for SB3's MSE without our 0.5 factor). MountainCar: zoo's
+# settings (the MLP's input scaling stands in for its VecNormalize).
+# fmt: off
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "mario": dict(total_steps=1_000_000, num_envs=8, num_steps=128, learning_rate=2.5e-4, gamma=0.99,
                   gae_lambda=0.95, update_epochs=4, num_minibatches=4, clip_coef=0.1, ent_coef=0.01),
@@ -160,6 +208,7 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
                         gae_lambda=0.98, update_epochs=4, num_minibatches=4, clip_coef=0.2, ent_coef=0.0,
                         clip_vloss=False),
 }
+# fmt: on
 
 
 def ppo_defaults(family: str) -> PPOConfig:

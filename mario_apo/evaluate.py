@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mario_apo.tasks import EnvConfig, Task, make_env
+from mario_apo.config import EnvConfig
+from mario_apo.tasks import Task, make_env
 from mario_apo.video import VideoWriter
 
 
@@ -29,8 +30,12 @@ def evaluate(
         frame in colour for Mario, the env's own rendering for the classic tasks
     :return: success rate, mean/median return, mean max-x, mean length, episode count
     """
-    env = make_env(task, env_cfg, render_mode=None if task.is_mario or video_path is None else "rgb_array",
-                   record_frames=task.is_mario and video_path is not None)
+    env = make_env(
+        task,
+        env_cfg,
+        render_mode=None if task.is_mario or video_path is None else "rgb_array",
+        record_frames=task.is_mario and video_path is not None,
+    )
     generator = torch.Generator().manual_seed(seed)
     results = []
     try:
@@ -52,7 +57,9 @@ def evaluate(
     }
 
 
-def _play(model, env, task: Task, greedy: bool, generator: torch.Generator, seed: int, video: VideoWriter | None) -> dict:
+def _play(
+    model, env, task: Task, greedy: bool, generator: torch.Generator, seed: int, video: VideoWriter | None
+) -> dict:
     """One episode; returns its ``info["episode"]``."""
     obs, _ = env.reset(seed=seed)
     step, episode_return, info = 0, 0.0, {}
@@ -61,7 +68,9 @@ def _play(model, env, task: Task, greedy: bool, generator: torch.Generator, seed
             if video is not None:
                 frames = env.get_wrapper_attr("frames") if task.is_mario else [(env.render(), 0)]
                 for rgb, x_pos in frames:
-                    video.add(rgb, [f"step {step}  return {episode_return:.2f}"] + ([f"x {x_pos}"] if task.is_mario else []))
+                    video.add(
+                        rgb, [f"step {step}  return {episode_return:.2f}"] + ([f"x {x_pos}"] if task.is_mario else [])
+                    )
                 frames.clear()
             if "episode" in info:
                 return info["episode"]

@@ -23,7 +23,9 @@ class RunLogger:
         """
         self.path = run_dir / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["global_step"] <= resume_step]
+            kept = [
+                line for line in self.path.read_text().splitlines() if json.loads(line)["global_step"] <= resume_step
+            ]
             self.path.write_text("".join(line + "\n" for line in kept))
         self._file = self.path.open("a")
         self._wandb = None

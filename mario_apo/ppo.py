@@ -1,13 +1,15 @@
 """PPO: rollout storage, GAE, the clipped loss and the minibatch update.
 
-APO enters the update in exactly one place: an optional ``anchor_loss`` callable
-whose value is added to the loss with weight ``beta`` (see ``mario_apo.anchors``).
+APO enters the update in exactly one line: ``ppo_update`` adds ``extra_loss(model,
+terms)`` to every minibatch's loss, which is APO's ``beta * KL(p_best || pi_theta)``
+on anchor states and 0 for PPO (see ``mario_apo.anchors``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -15,11 +17,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from mario_apo.config import PPOConfig
+from mario_apo.errors import NonFiniteLoss
+
+ExtraLoss = Callable[[nn.Module, dict[str, torch.Tensor]], "torch.Tensor | float"]
 
 
-class NonFiniteLoss(RuntimeError):
-    """The loss (or the policy's output) became NaN or inf: training diverged. The run
-    stops and keeps its last good checkpoint."""
+class EpisodeEnd(NamedTuple):
+    """An episode that ended at rollout step ``step`` in env ``env`` (from ``info["episode"]``)."""
+
+    step: int
+    env: int
+    episode_return: float
+    length: int
+    success: bool
+    max_x: int
 
 
 @dataclass
@@ -33,14 +44,23 @@ class Rollout:
     """
 
     obs: torch.Tensor
+    """(steps, envs, *obs_shape) observations the actions were taken from (uint8 frames for Mario)."""
     actions: torch.Tensor
+    """(steps, envs) actions taken."""
     logprobs: torch.Tensor
+    """(steps, envs) behaviour log-probability of the action taken (the PPO ratio's denominator)."""
+    behaviour_logprobs: torch.Tensor
+    """(steps, envs, actions) the behaviour policy's whole log-distribution (APO's p_best)."""
     rewards: torch.Tensor
     episode_ends: torch.Tensor
     values: torch.Tensor
+    episodes: list[EpisodeEnd]
+    """Episodes that ended during the rollout, in the order they ended."""
 
     @classmethod
-    def allocate(cls, num_steps: int, num_envs: int, obs_shape: tuple[int, ...], obs_dtype: torch.dtype) -> "Rollout":
+    def allocate(
+        cls, num_steps: int, num_envs: int, obs_shape: tuple[int, ...], obs_dtype: torch.dtype, num_actions: int
+    ) -> Rollout:
         def zeros(*shape, dtype=torch.float32):
             return torch.zeros((num_steps, num_envs, *shape), dtype=dtype)
 
@@ -48,9 +68,11 @@ class Rollout:
             obs=zeros(*obs_shape, dtype=obs_dtype),
             actions=zeros(dtype=torch.long),
             logprobs=zeros(),
+            behaviour_logprobs=zeros(num_actions),
             rewards=zeros(),
             episode_ends=zeros(),
             values=zeros(),
+            episodes=[],
         )
 
 
@@ -108,9 +130,7 @@ def ppo_loss(
 
     if cfg.norm_adv:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-    policy_loss = torch.max(
-        -advantages * ratio, -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
-    ).mean()
+    policy_loss = torch.max(-advantages * ratio, -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)).mean()
 
     if cfg.clip_vloss:
         clipped = old_values + torch.clamp(new_values - old_values, -clip_coef, clip_coef)
@@ -134,16 +154,14 @@ def ppo_update(
     returns: torch.Tensor,
     cfg: PPOConfig,
     clip_coef: float,
-    anchor_loss: Callable[[nn.Module], torch.Tensor] | None = None,
-    beta: float = 0.0,
+    extra_loss: ExtraLoss,
 ) -> dict[str, float]:
     """Minibatch epochs over one rollout; returns the mean of every loss term.
 
     :param clip_coef: the surrogate (and value) clip epsilon for this update
-
-    :param anchor_loss: APO only: returns the anchor KL of the current policy on a
-        fresh anchor minibatch; it is added to the loss as ``beta * anchor_kl``.
-        None (PPO, beta = 0, or no anchors yet) leaves the update exactly PPO's.
+    :param extra_loss: called once per minibatch with the model and the named terms;
+        its value is added to the loss and it may add diagnostic terms. APO: ``beta *``
+        the anchor KL on a fresh anchor minibatch. PPO: 0, leaving the update unchanged.
     """
     b_obs = rollout.obs.reshape(-1, *rollout.obs.shape[2:])
     b_actions = rollout.actions.reshape(-1)
@@ -157,15 +175,21 @@ def ppo_update(
     for _ in range(cfg.update_epochs):
         permutation = torch.randperm(cfg.batch_size)
         for start in range(0, cfg.batch_size, cfg.minibatch_size):
-            mb = permutation[start:start + cfg.minibatch_size]
+            mb = permutation[start : start + cfg.minibatch_size]
             logits, new_values = model(b_obs[mb])
             terms = ppo_loss(
-                logits, new_values, b_actions[mb], b_logprobs[mb], b_values[mb], b_advantages[mb], b_returns[mb], cfg, clip_coef
+                logits,
+                new_values,
+                b_actions[mb],
+                b_logprobs[mb],
+                b_values[mb],
+                b_advantages[mb],
+                b_returns[mb],
+                cfg,
+                clip_coef,
             )
             loss = terms["policy"] + cfg.vf_coef * terms["value"] - cfg.ent_coef * terms["entropy"]
-            if anchor_loss is not None:
-                terms["anchor_kl"] = anchor_loss(model)
-                loss = loss + beta * terms["anchor_kl"]
+            loss = loss + extra_loss(model, terms)
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(f"non-finite loss ({', '.join(f'{k}={v.item():.4g}' for k, v in terms.items())})")
             optimizer.zero_grad()
@@ -176,9 +200,8 @@ def ppo_update(
                 sums[name] = sums.get(name, 0.0) + value.item()
             count += 1
 
-    metrics = {f"losses/{name}": total / count for name, total in sums.items()}
-    if "losses/anchor_kl" in metrics:
-        metrics["anchor/kl"] = metrics.pop("losses/anchor_kl")
+    # PPO's terms are losses/*; a term named with its own namespace (APO's anchor/kl) keeps it.
+    metrics = {(name if "/" in name else f"losses/{name}"): total / count for name, total in sums.items()}
     y_pred, y_true = b_values.numpy(), b_returns.numpy()
     var_y = np.var(y_true)
     if var_y > 0:

@@ -16,16 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from mario_apo.tasks import EnvConfig, Task, make_env
+from mario_apo.checkpoint import load_checkpoint
+from mario_apo.config import EnvConfig
+from mario_apo.errors import ReplayError, ReplayMismatch
+from mario_apo.tasks import Task, make_env
 from mario_apo.video import VideoWriter
-
-
-class ReplayError(ValueError):
-    """A replay request that cannot be served: no anchors, bad episode index, not a Mario run."""
-
-
-class ReplayMismatch(RuntimeError):
-    """The re-simulated episode differs from the recorded one."""
 
 
 def replay(
@@ -53,7 +48,10 @@ def replay(
         for step in range(len(actions) + 1):
             for rgb, x_pos in recorded:  # the frames this step emulated
                 if video is not None:
-                    video.add(rgb, [f"step {step}  return {episode_return:.2f}", f"x {x_pos}" + ("  SUCCESS" if success else "")])
+                    video.add(
+                        rgb,
+                        [f"step {step}  return {episode_return:.2f}", f"x {x_pos}" + ("  SUCCESS" if success else "")],
+                    )
             recorded.clear()
             if step == len(actions):
                 break
@@ -75,9 +73,18 @@ def replay(
 
 
 def _check_outcome(episode: dict[str, Any], expected: dict[str, Any]) -> None:
-    replayed = {"return": episode["r"], "length": episode["l"], "max_x": episode["max_x"], "success": episode["success"]}
+    replayed = {
+        "return": episode["r"],
+        "length": episode["l"],
+        "max_x": episode["max_x"],
+        "success": episode["success"],
+    }
     for key, value in replayed.items():
-        same = math.isclose(value, expected[key], rel_tol=1e-9, abs_tol=1e-9) if key == "return" else value == expected[key]
+        same = (
+            math.isclose(value, expected[key], rel_tol=1e-9, abs_tol=1e-9)
+            if key == "return"
+            else value == expected[key]
+        )
         if not same:
             raise ReplayMismatch(
                 f"replay diverges at step {episode['l']} (the end): {key} {value!r}, recorded {expected[key]!r}"
@@ -93,7 +100,9 @@ def load_anchor_index(run_dir: Path) -> dict[str, Any]:
         raise ReplayError(f"{run_dir} is not a run dir (no config.json)")
     path = run_dir / "anchors.json"
     if not path.exists():
-        raise ReplayError(f"{run_dir} has no anchors: only APO runs record them (anchors.json is written with each checkpoint)")
+        raise ReplayError(
+            f"{run_dir} has no anchors: only APO runs record them (anchors.json is written with each checkpoint)"
+        )
     index = json.loads(path.read_text())
     if not index["anchors"]:
         raise ReplayError(f"{run_dir} has no anchors yet: no episode had ended by its last checkpoint")
@@ -114,8 +123,6 @@ def select_anchors(index: dict[str, Any], episode: str) -> list[dict[str, Any]]:
 
 def stored_frames_by_episode(run_dir: Path) -> dict[int, np.ndarray]:
     """Episode id -> stored 84x84 frames, from the run's checkpoint (for step-by-step checks)."""
-    from mario_apo.checkpoint import load_checkpoint
-
     state = load_checkpoint(run_dir / "checkpoint.pt")
     anchors = (state.get("anchors") or {}).get("anchors", [])
     return {a["episode_id"]: a["frames"] for a in anchors}

@@ -7,7 +7,7 @@ replacement within each task, so every task keeps its weight.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -19,7 +19,7 @@ def iqm(scores: np.ndarray) -> float:
     flat = np.sort(np.asarray(scores, dtype=float).ravel())
     n = len(flat)
     cut = int(np.floor(0.25 * n))
-    return float(flat[cut:n - cut].mean()) if n - 2 * cut > 0 else float(flat.mean())
+    return float(flat[cut : n - cut].mean()) if n - 2 * cut > 0 else float(flat.mean())
 
 
 def mean(scores: np.ndarray) -> float:

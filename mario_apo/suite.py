@@ -40,11 +40,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from mario_apo.tasks import TaskError, parse_task
-
-
-class SuiteError(ValueError):
-    """A suite file that cannot be run."""
+from mario_apo.errors import SuiteError, TaskError, UsageError
+from mario_apo.flags import resolve_run_config, train_parser
+from mario_apo.tasks import parse_task
 
 
 @dataclass
@@ -109,21 +107,24 @@ def load_suite(path: Path) -> Suite:
             raise SuiteError(f"{path}: {err}") from None
     for label, flags in suite.algos.items():
         if flags.get("algo") not in ("ppo", "apo"):
-            raise SuiteError(f"{path}: [algos.{label}] needs algo = \"ppo\" or \"apo\"")
+            raise SuiteError(f'{path}: [algos.{label}] needs algo = "ppo" or "apo"')
     _check_flags(suite)
     return suite
 
 
 def _check_flags(suite: Suite) -> None:
-    """Parse every algo's command line now, so a typo fails before hours of runs, not in one of them."""
-    from mario_apo.cli import UsageError, build_parser
-
+    """Resolve every algo's settings now, so a typo fails before hours of runs, not in one of them."""
     for label in suite.algos:
-        command = train_command(suite, RunSpec(suite.tasks[0], label, suite.seeds[0]), "new", threads=1)
         try:
-            build_parser().parse_args(command[command.index("train"):])
+            run_config(suite, RunSpec(suite.tasks[0], label, suite.seeds[0]))
         except UsageError as err:
             raise SuiteError(f"{suite.path}: [algos.{label}] or [train]: {err}") from None
+
+
+def run_config(suite: Suite, spec: RunSpec):
+    """The RunConfig a cell's ``mario-apo train`` resolves: the same flags through the same function."""
+    command = train_command(suite, spec, "new", threads=1)
+    return resolve_run_config(train_parser().parse_args(command[command.index("train") + 1 :]))
 
 
 def expand(suite: Suite) -> list[RunSpec]:
@@ -159,11 +160,30 @@ def train_command(suite: Suite, spec: RunSpec, state: str, threads: int) -> list
         return base + ["--resume", str(run_dir)]
     flags = dict(suite.train)
     flags.update(suite.algos[spec.label])
-    return base + _flags(flags) + [
-        "--task", spec.task, "--seed", str(spec.seed), "--total-steps", str(suite.total_steps),
-        "--run-dir", str(suite.runs_dir), "--name", spec.name, "--checkpoint-every", str(suite.checkpoint_every),
-        "--wandb-group", suite.name, "--wandb-tags", f"{suite.name},{spec.label}", "--torch-threads", str(threads),
-    ]
+    return (
+        base
+        + _flags(flags)
+        + [
+            "--task",
+            spec.task,
+            "--seed",
+            str(spec.seed),
+            "--total-steps",
+            str(suite.total_steps),
+            "--run-dir",
+            str(suite.runs_dir),
+            "--name",
+            spec.name,
+            "--checkpoint-every",
+            str(suite.checkpoint_every),
+            "--wandb-group",
+            suite.name,
+            "--wandb-tags",
+            f"{suite.name},{spec.label}",
+            "--torch-threads",
+            str(threads),
+        ]
+    )
 
 
 def run_suite(suite: Suite, jobs: int | None = None) -> dict[str, int]:
@@ -191,7 +211,9 @@ def run_suite(suite: Suite, jobs: int | None = None) -> dict[str, int]:
     def launch(spec: RunSpec, state: str) -> tuple[RunSpec, int]:
         log = suite.runs_dir / f"{spec.name}.log"
         with log.open("a") as out:
-            proc = subprocess.run(train_command(suite, spec, state, threads), stdout=out, stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.run(
+                train_command(suite, spec, state, threads), stdout=out, stderr=subprocess.STDOUT, env=env
+            )
         return spec, proc.returncode
 
     with tqdm(total=len(specs), initial=counts["done"], desc=f"suite {suite.name}", unit="run") as progress:
@@ -207,21 +229,27 @@ def run_suite(suite: Suite, jobs: int | None = None) -> dict[str, int]:
 
 
 def measure_random_policies(suite: Suite) -> dict[str, dict[str, float]]:
-    """Success rate of a uniform-random policy per task (the rarity axis of the ladder plot)."""
+    """Success rate of a uniform-random policy per task (the rarity axis of the ladder plot), under the
+    env settings the suite's first algo trains with."""
+    from dataclasses import asdict
+
     import numpy as np
 
-    from mario_apo.tasks import EnvConfig, make_env
+    from mario_apo.tasks import make_env
 
     path = suite.runs_dir / "random_policy.json"
     measured = json.loads(path.read_text()) if path.exists() else {}
-    env_cfg = EnvConfig(**{k: v for k, v in suite.train.items() if k in EnvConfig.__dataclass_fields__})
+    path.parent.mkdir(parents=True, exist_ok=True)
     for task in suite.tasks:
         if task in measured:
             continue
+        env_cfg = run_config(suite, RunSpec(task, next(iter(suite.algos)), suite.seeds[0])).env
         env = make_env(parse_task(task), env_cfg)
         rng = np.random.default_rng(0)
         successes, max_xs = [], []
-        for episode in tqdm(range(suite.random_policy_episodes), desc=f"random policy {task}", unit="episode", leave=False):
+        for episode in tqdm(
+            range(suite.random_policy_episodes), desc=f"random policy {task}", unit="episode", leave=False
+        ):
             env.reset(seed=episode)
             while True:
                 _, _, terminated, truncated, info = env.step(int(rng.integers(env.action_space.n)))
@@ -234,6 +262,7 @@ def measure_random_policies(suite: Suite) -> dict[str, dict[str, float]]:
             "episodes": suite.random_policy_episodes,
             "success_rate": float(np.mean(successes)),
             "mean_max_x": float(np.mean(max_xs)),
+            "env": asdict(env_cfg),
         }
         path.write_text(json.dumps(measured, indent=2))
     return measured

@@ -28,6 +28,8 @@ import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from gymnasium.wrappers import FrameStackObservation, ResizeObservation, TimeLimit
 
+from mario_apo.config import EnvConfig
+from mario_apo.errors import TaskError
 from wrappers.episode import EpisodeStats, success_from_info
 from wrappers.mario import ACTION_SETS, LEVELS, MarioEnv, parse_level
 from wrappers.record import FrameRecorder
@@ -36,10 +38,6 @@ from wrappers.skip import MaxAndSkip
 
 CLASSIC_TASKS = {"cartpole": "CartPole-v1", "mountaincar": "MountainCar-v0"}
 TASK_FORMS = "mario:W-S[:dense|sparse|goal:X], cartpole, mountaincar"
-
-
-class TaskError(ValueError):
-    """A task string, or an env setting, that does not name anything valid."""
 
 
 @dataclass(frozen=True)
@@ -75,28 +73,6 @@ def parse_task(spec: str) -> Task:
     except ValueError as err:
         raise TaskError(str(err)) from None
     return Task(name=f"mario:{level}:{reward}", family="mario", level=level, reward=reward)
-
-
-@dataclass
-class EnvConfig:
-    """How a task's env is built (the same for training, evaluation and replay)."""
-
-    action_set: str = "simple"
-    """Mario buttons: right (5 actions), simple (7) or complex (12)."""
-    frame_skip: int = 4
-    """NES frames per agent step (reward summed, last two frames max-pooled)."""
-    frame_stack: int = 4
-    """Consecutive 84x84 grayscale frames stacked into one observation."""
-    max_episode_steps: int = 2000
-    """Mario step limit in agent steps (the episode is truncated there); the
-    classic tasks keep their registered limits (500 and 200)."""
-
-    def validate(self) -> None:
-        if self.action_set not in ACTION_SETS:
-            raise TaskError(f"unknown action set {self.action_set!r}: valid sets are {', '.join(ACTION_SETS)}")
-        for name in ("frame_skip", "frame_stack", "max_episode_steps"):
-            if getattr(self, name) < 1:
-                raise TaskError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
 
 
 def _cartpole_success(episode_return: float, terminated: bool, info: dict[str, Any]) -> bool:
@@ -195,7 +171,7 @@ class EnvGroups:
 
     def reset(self, seed: int) -> list[np.ndarray]:
         """First observations, one array per group."""
-        return [envs.reset(seed=seed + sl.start)[0] for envs, sl in zip(self.envs, self.slices)]
+        return [envs.reset(seed=seed + sl.start)[0] for envs, sl in zip(self.envs, self.slices, strict=True)]
 
     def send(self, group: int, actions: np.ndarray) -> None:
         """Start stepping ``group`` (in-process groups step right away)."""

@@ -30,7 +30,7 @@ class VideoWriter:
         self.frames = 0
         self._tmp = self.path.with_name(f".{self.path.stem}.tmp{self.path.suffix}")
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         import imageio.v2 as imageio
 
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -93,4 +93,6 @@ def make_model(observation_space: gym.spaces.Box, action_space: gym.spaces.Discr
         return NatureCNN(observation_space.shape[0], int(action_space.n))
     if len(observation_space.shape) == 1:
         return MLPActorCritic(observation_space, int(action_space.n))
-    raise ValueError(f"no model for observation shape {observation_space.shape}: expected (C, 84, 84) frames or a flat vector")
+    raise ValueError(
+        f"no model for observation shape {observation_space.shape}: expected (C, 84, 84) frames or a flat vector"
+    )

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from mario_apo.tasks import EnvConfig, parse_task
+from mario_apo.checkpoint import load_checkpoint
+from mario_apo.config import EnvConfig, RunConfig, ppo_defaults
+from mario_apo.errors import CheckpointError
+from mario_apo.tasks import parse_task
 
 # In SIMPLE_MOVEMENT: 1 = right, 2 = right + A (jump).
 RIGHT, RIGHT_JUMP = 1, 2
@@ -26,3 +37,85 @@ def env_cfg() -> EnvConfig:
 @pytest.fixture
 def mario_1_1():
     return parse_task("mario:1-1")
+
+
+def tiny_run_config(run_dir: Path, task: str = "mario:1-1:goal:300", algo: str = "apo", **settings: Any) -> RunConfig:
+    """A run small enough for a test: Mario with 2 envs x 64 steps, 512 steps, one epoch of 2 minibatches;
+    no progress bar. ``settings`` override PPO fields, then anchor/log/run fields, by name."""
+    family = parse_task(task).family
+    ppo = ppo_defaults(family)
+    if family == "mario":
+        ppo.num_envs, ppo.num_steps, ppo.total_steps, ppo.num_minibatches, ppo.update_epochs = 2, 64, 512, 2, 1
+    cfg = RunConfig(algo=algo, task=task, ppo=ppo)
+    cfg.log.run_dir, cfg.log.progress = str(run_dir), False
+    for name, value in settings.items():
+        target = next(part for part in (cfg.ppo, cfg.anchor, cfg.log, cfg.env, cfg) if hasattr(part, name))
+        setattr(target, name, value)
+    return cfg
+
+
+@pytest.fixture
+def tiny_config(tmp_path) -> Callable[..., RunConfig]:
+    """``tiny_config(task=..., algo=..., **settings)``: a ``tiny_run_config`` writing under tmp_path."""
+    return lambda **kwargs: tiny_run_config(tmp_path, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def apo_run(tmp_path_factory) -> Path:
+    """A short real APO run on Mario 1-1 (goal:250, so some episodes succeed) with a W&B offline run."""
+    from mario_apo.runs import create_run
+    from mario_apo.train import train
+
+    cfg = tiny_run_config(tmp_path_factory.mktemp("runs"), task="mario:1-1:goal:250", seed=2, anchors=3, video_every=1)
+    run_dir = create_run(cfg)
+    train(cfg, run_dir)
+    return run_dir
+
+
+# ---- training in a real subprocess -------------------------------------------------------
+
+TRAIN = [sys.executable, "-m", "mario_apo.cli", "train", "--wandb", "disabled", "--no-progress"]
+
+
+def start_train(run_dir_parent: Path, flags: str) -> subprocess.Popen:
+    """``mario-apo train FLAGS`` in a real process (W&B off, no progress bar), not waited for."""
+    command = TRAIN + ["--run-dir", str(run_dir_parent), *flags.split()]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_train(run_dir_parent: Path, flags: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``mario-apo train FLAGS`` in a real process, waited for; its output captured."""
+    command = TRAIN + ["--run-dir", str(run_dir_parent), *flags.split()]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def train_in_process(run_dir_parent: Path, flags: str) -> int:
+    """``mario-apo train FLAGS`` through ``main`` in this process; its exit code."""
+    from mario_apo.cli import main
+
+    return main(["train", "--run-dir", str(run_dir_parent), "--wandb", "disabled", "--no-progress", *flags.split()])
+
+
+def assert_one_line_error(stderr: str, valid: str) -> None:
+    """Bad input: exactly one line ``mario-apo: error: ...`` that names what is valid, no traceback."""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mario-apo: error:") and valid in lines[0], lines
+
+
+def wait_for_checkpoint(path: Path, min_update: int, proc: subprocess.Popen, timeout: float = 120) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if path.exists():
+            try:
+                state = load_checkpoint(path)
+            except CheckpointError:
+                state = None  # never half-written (atomic rename), but be patient with the filesystem
+            if state and state["update"] >= min_update:
+                return state
+        time.sleep(0.2)
+    raise AssertionError(f"no checkpoint with update >= {min_update} within {timeout}s")
+
+
+def metric_steps(run_dir: Path) -> list[int]:
+    return [json.loads(line)["global_step"] for line in (run_dir / "metrics.jsonl").open() if "charts/SPS" in line]

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
-from conftest import hold_right_and_jump
 
 from mario_apo.anchors import AnchorBuffer, anchor_kl
-from mario_apo.config import AnchorConfig, RunConfig, ppo_defaults
+from mario_apo.config import AnchorConfig
+from mario_apo.ppo import EpisodeEnd
+from mario_apo.runs import create_run
 from mario_apo.tasks import make_env, parse_task
-from mario_apo.train import create_run, train
+from mario_apo.train import train
+
+from conftest import hold_right_and_jump
 
 
 def test_forward_and_reverse_kl_match_torch_distributions():
@@ -40,20 +45,14 @@ def test_forward_kl_gradient_pulls_pi_toward_p_best():
 
 
 def feed_episode(buffer: AnchorBuffer, env: int, length: int, ret: float, success: bool = False, update: int = 0):
-    """Record a synthetic episode of ``length`` steps on ``env`` (vector obs)."""
-    admitted = []
-    for t in range(length):
-        obs = np.full((buffer_envs(buffer), 3), t, dtype=np.float32)
-        logprobs = np.log(np.full((buffer_envs(buffer), 2), 0.5, dtype=np.float32))
-        actions = np.zeros(buffer_envs(buffer), dtype=np.int64)
-        finished = {env: {"r": ret, "l": length, "success": success, "max_x": 0}} if t == length - 1 else {}
-        # the other envs idle in long episodes of their own
-        admitted += buffer.observe(obs, logprobs, actions, finished, update)
-    return admitted
-
-
-def buffer_envs(buffer: AnchorBuffer) -> int:
-    return len(buffer._open)
+    """Record a synthetic episode of ``length`` steps on ``env`` as one rollout (vector obs);
+    the other envs idle in long episodes of their own."""
+    num_envs = len(buffer._open)
+    obs = np.broadcast_to(np.arange(length, dtype=np.float32)[:, None, None], (length, num_envs, 3))
+    logprobs = np.log(np.full((length, num_envs, 2), 0.5, dtype=np.float32))
+    actions = np.zeros((length, num_envs), dtype=np.int64)
+    ended = [EpisodeEnd(step=length - 1, env=env, episode_return=ret, length=length, success=success, max_x=0)]
+    return buffer.record_rollout(obs, logprobs, actions, ended, update)
 
 
 def test_top_k_admission_keeps_the_best_and_the_first_of_ties():
@@ -84,31 +83,39 @@ def test_memory_cap_evicts_the_worst():
     assert buffer.nbytes <= cap_mb * 2**20
 
 
-def test_episodes_are_recorded_per_env_and_whole():
+def test_episodes_are_recorded_per_env_and_whole_across_rollouts():
     buffer = AnchorBuffer(AnchorConfig(anchors=4), num_envs=2, frame_stack=None, seed=0)
-    obs = np.zeros((2, 3), np.float32)
-    logprobs = np.log(np.full((2, 2), 0.5, np.float32))
-    for t in range(10):
-        finished = {1: {"r": 7.0, "l": 10, "success": False, "max_x": 0}} if t == 9 else {}
-        buffer.observe(obs + t, logprobs, np.array([0, t % 2]), finished, update=t // 4)
+    logprobs = np.log(np.full((4, 2, 2), 0.5, np.float32))
+    # three 4-step rollouts; env 1's episode ends at step 1 of the third (10 steps in all), env 0 never ends
+    for update in range(3):
+        t = np.arange(4 * update, 4 * update + 4, dtype=np.float32)
+        obs = np.broadcast_to(t[:, None, None], (4, 2, 3)).copy()
+        actions = np.stack([np.zeros(4), t % 2], axis=1).astype(np.int64)
+        ended = (
+            [EpisodeEnd(step=1, env=1, episode_return=7.0, length=10, success=False, max_x=0)] if update == 2 else []
+        )
+        buffer.record_rollout(obs, logprobs, actions, ended, update)
     (anchor,) = buffer.anchors
     assert anchor.length == 10 and anchor.actions.tolist() == [t % 2 for t in range(10)]
     np.testing.assert_array_equal(anchor.frames[:, 0], np.arange(10))
+    # env 1's next episode starts at step 2 of that rollout
+    assert sum(len(chunk[2]) for chunk in buffer._open[1]) == 2 and sum(len(c[2]) for c in buffer._open[0]) == 12
 
 
+@pytest.mark.slow
 def test_stored_frames_restack_to_the_observations_seen(env_cfg):
     env = make_env(parse_task("mario:1-1"), env_cfg)
     obs, _ = env.reset(seed=0)
     seen = []
     buffer = AnchorBuffer(AnchorConfig(anchors=1), num_envs=1, frame_stack=4, seed=0)
-    logprobs = np.log(np.full((1, 7), 1 / 7, np.float32))
+    logprobs = np.log(np.full((12, 1, 7), 1 / 7, np.float32))
+    actions = np.array([[hold_right_and_jump(t)] for t in range(12)])
     for t in range(12):
         seen.append(obs)
-        action = hold_right_and_jump(t)
-        obs, _, _, _, _ = env.step(action)
-        finished = {0: {"r": 1.0, "l": 12, "success": False, "max_x": 0}} if t == 11 else {}
-        buffer.observe(seen[-1][None], logprobs, np.array([action]), finished, update=0)
+        obs, _, _, _, _ = env.step(int(actions[t, 0]))
     env.close()
+    ended = [EpisodeEnd(step=11, env=0, episode_return=1.0, length=12, success=False, max_x=0)]
+    buffer.record_rollout(np.stack(seen)[:, None], logprobs, actions, ended, update=0)
     anchor = buffer.anchors[0]
     assert anchor.frames.shape == (12, 84, 84)  # the newest frame only
     np.testing.assert_array_equal(buffer.stacked_obs(anchor, np.arange(12)), np.stack(seen))
@@ -116,19 +123,16 @@ def test_stored_frames_restack_to_the_observations_seen(env_cfg):
     assert sampled.shape == (16, 4, 84, 84) and sampled_logprobs.shape == (16, 7)
 
 
-def test_mario_apo_run_admits_episodes_longer_than_a_rollout(tmp_path):
+@pytest.mark.slow
+def test_mario_apo_run_admits_episodes_longer_than_a_rollout(tiny_config):
     """Real Mario, 2 envs x 16 steps per rollout: anchors are whole episodes of up to hundreds of steps."""
-    ppo = ppo_defaults("mario")
-    ppo.num_envs, ppo.num_steps, ppo.total_steps, ppo.num_minibatches, ppo.update_epochs = 2, 16, 640, 2, 1
-    cfg = RunConfig(algo="apo", task="mario:1-1", seed=3, ppo=ppo, anchor=AnchorConfig(anchors=3))
-    cfg.log.run_dir, cfg.log.progress = str(tmp_path), False
+    cfg = tiny_config(task="mario:1-1", seed=3, num_steps=16, total_steps=640, anchors=3)
     run_dir = create_run(cfg)
     train(cfg, run_dir)
     state = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     anchors = state["anchors"]["anchors"]
     assert anchors, "some episode must have ended in 640 steps"
-    import json
-
+    ppo = cfg.ppo
     episodes = [json.loads(line) for line in (run_dir / "metrics.jsonl").open() if "charts/episodic_length" in line]
     lengths = {e["charts/episode"]: e["charts/episodic_length"] for e in episodes}
     for anchor in anchors:

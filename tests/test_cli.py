@@ -10,6 +10,8 @@ import pytest
 
 from mario_apo.cli import main
 
+from conftest import assert_one_line_error
+
 
 def test_tasks_lists_levels_rewards_and_classic_tasks(capsys):
     assert main(["tasks"]) == 0
@@ -29,7 +31,7 @@ def test_tasks_lists_levels_rewards_and_classic_tasks(capsys):
         (["bench", "env", "--task", "cartpole"], "must be a Mario task"),
         (["bench", "env", "--num-envs", "0"], "positive integer"),
         (["bench", "env", "--num-envs", "2,0"], "positive integer"),
-        (["bench", "env", "--actions", "turbo"], "valid sets"),
+        (["bench", "env", "--actions", "turbo"], "choose from 'right', 'simple', 'complex'"),
         (["bench", "env", "--seconds", "0"], "must be positive"),
         (["fly"], "invalid choice"),
     ],
@@ -38,8 +40,7 @@ def test_bad_input_is_one_line_and_exit_2(capsys, argv, valid, tmp_path):
     out_json = tmp_path / "never.json"
     assert main(argv + (["--json", str(out_json)] if argv[0] == "bench" else [])) == 2
     captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mario-apo: error:") and valid in lines[0]
+    assert_one_line_error(captured.err, valid)
     assert "Traceback" not in captured.err and not out_json.exists()
 
 
@@ -53,6 +54,7 @@ def test_console_script_exits_2_without_traceback():
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_bench_env_writes_table_and_json(tmp_path, capsys):
     out_json = tmp_path / "bench.json"
     assert main(["bench", "env", "--seconds", "0.3", "--num-envs", "1,2", "--json", str(out_json)]) == 0
@@ -78,15 +80,66 @@ def test_bench_env_writes_table_and_json(tmp_path, capsys):
 )
 def test_train_bad_input_is_one_line_exit_2_and_creates_no_run(capsys, tmp_path, argv, valid):
     assert main(["train", "--run-dir", str(tmp_path / "runs"), *argv]) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mario-apo: error:") and valid in lines[0], lines
+    assert_one_line_error(capsys.readouterr().err, valid)
     assert not (tmp_path / "runs").exists()
 
 
-def test_existing_run_dir_is_never_overwritten(tmp_path, capsys):
-    run = tmp_path / "runs" / "taken"
-    run.mkdir(parents=True)
-    (run / "keep.txt").write_text("precious")
-    assert main(["train", "--task", "cartpole", "--run-dir", str(tmp_path / "runs"), "--name", "taken"]) == 2
-    assert "already exists" in capsys.readouterr().err
-    assert (run / "keep.txt").read_text() == "precious"
+def test_every_config_field_is_a_train_flag_with_its_help_and_default(capsys):
+    from mario_apo.config import AnchorConfig, EnvConfig, LogConfig, PPOConfig, RunConfig
+    from mario_apo.flags import config_fields, flag_dest
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for cls in (RunConfig, EnvConfig, PPOConfig, AnchorConfig, LogConfig):
+        for f in config_fields(cls):
+            flag = "--" + flag_dest(f).replace("_", "-")
+            assert flag in help_text, flag
+            assert " ".join(f.metadata["help"].split())[:30] in help_text, flag
+    # PPO defaults are shown per task family, from the one table
+    assert "Adam step size. Default: mario 0.00025, cartpole 0.001, mountaincar 0.0003" in help_text
+    assert "--no-anneal-lr" in help_text and "--actions {right,simple,complex}" in help_text
+
+
+def test_flags_resolve_onto_the_task_familys_defaults(tmp_path):
+    from mario_apo.flags import resolve_run_config, train_parser
+
+    args = train_parser().parse_args(
+        [
+            "--task",
+            "mountaincar",
+            "--actions",
+            "right",
+            "--lr",
+            "1e-3",
+            "--no-anneal-lr",
+            "--wandb-tags",
+            "a,b",
+            "--beta",
+            "0.3",
+            "--no-progress",
+            "--eval-every",
+            "5",
+        ]
+    )
+    cfg = resolve_run_config(args)
+    assert cfg.task == "mountaincar" and cfg.env.action_set == "right"
+    assert cfg.ppo.learning_rate == 1e-3 and cfg.ppo.anneal_lr is False
+    assert cfg.ppo.num_envs == 16 and cfg.ppo.gae_lambda == 0.98  # mountaincar's, not Mario's
+    assert cfg.anchor.beta == 0.3 and cfg.log.wandb_tags == ["a", "b"] and cfg.log.progress is False
+    assert cfg.log.eval_every == 5 and cfg.log.wandb == "offline"
+
+
+@pytest.mark.parametrize(
+    "argv, valid",
+    [
+        (["--eval-every", "-1"], "integer >= 0"),
+        (["--actions", "turbo"], "invalid choice"),
+        (["--anchor-kl", "sideways"], "invalid choice"),
+        (["--lr", "0"], "number > 0"),
+    ],
+)
+def test_generated_flags_check_their_range(capsys, tmp_path, argv, valid):
+    assert main(["train", "--run-dir", str(tmp_path / "runs"), *argv]) == 2
+    assert_one_line_error(capsys.readouterr().err, valid)
+    assert not (tmp_path / "runs").exists()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import RIGHT, hold_right_and_jump
 from gymnasium.utils.env_checker import check_env
 
-from mario_apo.tasks import TaskError, make_env, make_vec_env, parse_task
+from mario_apo.errors import TaskError
+from mario_apo.tasks import make_env, make_vec_env, parse_task
 from wrappers.mario import LEVELS, MarioEnv
 
+from conftest import RIGHT, hold_right_and_jump
 
+
+@pytest.mark.slow
 def test_numpy_below_2_and_real_emulator_loads():
     # nes-py 8.2.1's ROM parser overflows under numpy 2; this builds the real NES.
     assert int(np.__version__.split(".")[0]) < 2
@@ -21,6 +24,7 @@ def test_numpy_below_2_and_real_emulator_loads():
     env.close()
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*not having a spec")
 def test_gymnasium_env_checker_passes():
     env = MarioEnv("1-1")
@@ -28,6 +32,7 @@ def test_gymnasium_env_checker_passes():
     env.close()
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*is different from the unwrapped version")
 def test_wrapped_env_passes_env_checker(mario_1_1, env_cfg):
     env = make_env(mario_1_1, env_cfg)
@@ -35,6 +40,7 @@ def test_wrapped_env_passes_env_checker(mario_1_1, env_cfg):
     env.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level", ["1-1", "4-2", "8-4"])
 def test_levels_start_where_named(level):
     env = MarioEnv(level)
@@ -43,6 +49,7 @@ def test_levels_start_where_named(level):
     env.close()
 
 
+@pytest.mark.slow
 def test_all_32_levels_and_action_sets_are_named():
     assert len(LEVELS) == 32
     for actions, n in [("right", 5), ("simple", 7), ("complex", 12)]:
@@ -75,6 +82,7 @@ def test_bad_task_strings_name_what_is_valid(spec, valid):
         parse_task(spec)
 
 
+@pytest.mark.slow
 def test_vector_env_steps_and_autoresets_in_the_same_step(env_cfg):
     task = parse_task("mario:1-1:goal:250")
     envs = make_vec_env(task, env_cfg, 2)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mario_apo.config import RunConfig, ppo_defaults
+from mario_apo.config import EnvConfig, RunConfig, ppo_defaults
 from mario_apo.evaluate import evaluate
 from mario_apo.ppo import compute_gae, ppo_loss
-from mario_apo.tasks import EnvConfig, parse_task
-from mario_apo.train import create_run, train
+from mario_apo.runs import create_run
+from mario_apo.tasks import parse_task
+from mario_apo.train import train
 from models.actor_critic import make_model
 
 
@@ -66,12 +67,22 @@ def test_ppo_loss_clips_a_large_ratio():
     actions = torch.tensor([0])
     old_logprobs = torch.log(torch.tensor([0.5]))  # new prob ~0.99: ratio ~2
     cfg = ppo_defaults("mario")
-    terms = ppo_loss(logits, torch.zeros(1), actions, old_logprobs, torch.zeros(1), torch.tensor([1.0]),
-                     torch.zeros(1), cfg.__class__(**{**vars(cfg), "norm_adv": False}), clip_coef=0.2)
+    terms = ppo_loss(
+        logits,
+        torch.zeros(1),
+        actions,
+        old_logprobs,
+        torch.zeros(1),
+        torch.tensor([1.0]),
+        torch.zeros(1),
+        cfg.__class__(**{**vars(cfg), "norm_adv": False}),
+        clip_coef=0.2,
+    )
     assert terms["clipfrac"].item() == 1.0
     assert terms["policy"].item() == pytest.approx(-1.2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["ppo", "apo"])
 def test_cartpole_is_solved_within_100k_steps(algo, tmp_path):
     cfg = RunConfig(algo=algo, task="cartpole", seed=1, ppo=ppo_defaults("cartpole"))

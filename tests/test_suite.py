@@ -1,4 +1,4 @@
-"""Suites: matrix expansion, skip/resume, statistics with known answers, a report from a tiny real suite."""
+"""Suites: matrix expansion, bad suite files, skip/resume, the random-policy baseline, a tiny real suite."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from mario_apo import stats
 from mario_apo.cli import main
-from mario_apo.suite import SuiteError, expand, load_suite, run_state, train_command
+from mario_apo.errors import SuiteError
+from mario_apo.suite import expand, load_suite, measure_random_policies, run_state, train_command
+
+from conftest import assert_one_line_error
 
 TINY = """
 name = "tiny"
@@ -39,7 +40,9 @@ def write_suite(tmp_path: Path, text: str, name: str = "tiny.toml") -> Path:
 
 
 def test_matrix_expansion_and_commands(tmp_path):
-    text = TINY.replace('tasks = ["cartpole"]', 'tasks = ["cartpole", "mario:1-1:goal:600"]').replace("[1, 2]", "[1, 2, 3]")
+    text = TINY.replace('tasks = ["cartpole"]', 'tasks = ["cartpole", "mario:1-1:goal:600"]').replace(
+        "[1, 2]", "[1, 2, 3]"
+    )
     suite = load_suite(write_suite(tmp_path, text + "\n[train]\nmax_episode_steps = 500\n"))
     specs = expand(suite)
     assert len(specs) == 2 * 2 * 3 and len({s.name for s in specs}) == 12
@@ -69,27 +72,10 @@ def test_bad_suite_files_are_one_line_exit_2(tmp_path, capsys, edit, valid):
     with pytest.raises(SuiteError, match=valid):
         load_suite(path)
     assert main(["suite", "run", str(path)]) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and valid in lines[0]
+    assert_one_line_error(capsys.readouterr().err, valid)
 
 
-def test_statistics_on_synthetic_data_with_known_answers():
-    assert stats.iqm(np.arange(1, 9)) == pytest.approx(4.5)  # mean of 3, 4, 5, 6
-    rng = np.random.default_rng(1)
-    sample = rng.normal(0.5, 0.1, size=400)
-    point, low, high = stats.stratified_bootstrap_ci(sample, stats.mean, reps=2000)
-    assert low < 0.5 < high
-    assert high - low == pytest.approx(2 * 1.96 * 0.1 / np.sqrt(400), rel=0.15)
-    x, y = np.full((5, 2), 1.0), np.zeros((5, 2))
-    assert stats.probability_of_improvement(x, y) == 1.0
-    assert stats.probability_of_improvement(y, y) == 0.5
-    # one task certain win, one certain loss: 0.5 overall
-    assert stats.probability_of_improvement(np.array([[1.0, 0.0]] * 3), np.array([[0.0, 1.0]] * 3)) == 0.5
-    mean_curve, band_low, band_high = stats.bootstrap_band(np.tile(np.linspace(0, 1, 5), (6, 1)))
-    np.testing.assert_allclose(mean_curve, np.linspace(0, 1, 5))
-    np.testing.assert_allclose(band_low, band_high)  # identical seeds: no spread
-
-
+@pytest.mark.slow
 def test_tiny_real_suite_runs_skips_resumes_and_reports(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     path = write_suite(tmp_path, TINY)
@@ -125,6 +111,7 @@ def test_tiny_real_suite_runs_skips_resumes_and_reports(tmp_path, monkeypatch, c
     assert summary["tasks"]["cartpole"]["ppo"]["seeds"] == 2 and summary["missing_runs"] == []
 
 
+@pytest.mark.slow
 def test_report_uses_only_seeds_finished_for_every_algo(tmp_path, monkeypatch):
     from mario_apo.report import write_report
 
@@ -135,3 +122,13 @@ def test_report_uses_only_seeds_finished_for_every_algo(tmp_path, monkeypatch):
     summary = json.loads((write_report(suite).parent / "summary.json").read_text())
     assert summary["tasks"]["cartpole"]["ppo"]["seeds"] == summary["tasks"]["cartpole"]["apo"]["seeds"] == 1
     assert sorted(summary["missing_runs"]) == ["apo-cartpole-s2", "ppo-cartpole-s2"]
+
+
+@pytest.mark.slow
+def test_the_suites_action_set_reaches_the_random_policy_baseline(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    text = TINY.replace('tasks = ["cartpole"]', 'tasks = ["mario:1-1:goal:300"]') + '\n[train]\nactions = "right"\n'
+    suite = load_suite(write_suite(tmp_path, text))
+    suite.random_policy_episodes = 2
+    measured = measure_random_policies(suite)["mario:1-1:goal:300"]
+    assert measured["env"]["action_set"] == "right" and measured["episodes"] == 2

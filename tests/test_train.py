@@ -4,23 +4,34 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
-from mario_apo.config import AnchorConfig, RunConfig, ppo_defaults
-from mario_apo.train import create_run, train
+from mario_apo.runs import create_run
+from mario_apo.train import train
+
+pytestmark = pytest.mark.slow
 
 REQUIRED_METRICS = [
-    "charts/episodic_return", "charts/success_rate", "charts/max_x", "charts/SPS",
-    "losses/policy", "losses/value", "losses/entropy", "losses/approx_kl", "losses/clipfrac",
-    "anchor/kl", "anchor/count", "anchor/best_return", "anchor/mean_age_updates", "anchor/mb",
+    "charts/episodic_return",
+    "charts/success_rate",
+    "charts/max_x",
+    "charts/SPS",
+    "losses/policy",
+    "losses/value",
+    "losses/entropy",
+    "losses/approx_kl",
+    "losses/clipfrac",
+    "anchor/kl",
+    "anchor/count",
+    "anchor/best_return",
+    "anchor/mean_age_updates",
+    "anchor/mb",
 ]
 
 
-def test_short_mario_apo_run_writes_metrics_wandb_and_anchors(tmp_path):
-    ppo = ppo_defaults("mario")
-    ppo.num_envs, ppo.num_steps, ppo.total_steps, ppo.num_minibatches, ppo.update_epochs = 2, 64, 512, 2, 1
-    cfg = RunConfig(algo="apo", task="mario:1-1:goal:300", seed=1, ppo=ppo)
-    cfg.log.run_dir, cfg.log.progress, cfg.log.wandb = str(tmp_path), False, "offline"
+def test_short_mario_apo_run_writes_metrics_wandb_and_anchors(tiny_config):
+    cfg = tiny_config(task="mario:1-1:goal:300", wandb="offline")
     run_dir = create_run(cfg)
     summary = train(cfg, run_dir)
     assert summary["global_step"] == 512
@@ -42,12 +53,11 @@ def test_short_mario_apo_run_writes_metrics_wandb_and_anchors(tmp_path):
     assert all(len(a["actions"]) == a["length"] for a in index["anchors"])
 
 
-def test_apo_with_beta_zero_is_bit_for_bit_ppo(tmp_path):
+def test_apo_with_beta_zero_is_bit_for_bit_ppo(tiny_config):
     def run(algo: str, beta: float) -> dict:
-        ppo = ppo_defaults("cartpole")
-        ppo.total_steps = 256 * 12
-        cfg = RunConfig(algo=algo, task="cartpole", seed=7, ppo=ppo, anchor=AnchorConfig(beta=beta))
-        cfg.log.run_dir, cfg.log.wandb, cfg.log.progress, cfg.log.name = str(tmp_path), "disabled", False, f"{algo}{beta}"
+        cfg = tiny_config(
+            task="cartpole", algo=algo, seed=7, total_steps=256 * 12, beta=beta, wandb="disabled", name=f"{algo}{beta}"
+        )
         run_dir = create_run(cfg)
         train(cfg, run_dir)
         return torch.load(run_dir / "checkpoint.pt", weights_only=False)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import RIGHT, hold_right_and_jump
 
 from mario_apo.tasks import make_env, parse_task
 from wrappers.episode import EpisodeStats
 from wrappers.mario import MarioEnv
 from wrappers.reward import DENSE_SCALE, MarioReward
 from wrappers.skip import MaxAndSkip
+
+from conftest import RIGHT, hold_right_and_jump
 
 
 def frame_level_run(reward: str, actions_per_frame: list[int]):
@@ -27,6 +28,7 @@ def frame_level_run(reward: str, actions_per_frame: list[int]):
     return frames
 
 
+@pytest.mark.slow
 def test_skip_reward_is_sum_of_frame_rewards_and_obs_is_max_of_last_two():
     skip = 4
     agent_actions = [hold_right_and_jump(t) for t in range(60)]
@@ -35,7 +37,7 @@ def test_skip_reward_is_sum_of_frame_rewards_and_obs_is_max_of_last_two():
     env.reset(seed=0)
     for t, action in enumerate(agent_actions):
         obs, reward, terminated, _, _ = env.step(action)
-        chunk = frames[t * skip:(t + 1) * skip]
+        chunk = frames[t * skip : (t + 1) * skip]
         assert reward == pytest.approx(sum(f[1] for f in chunk))
         pooled = chunk[-1][0] if len(chunk) == 1 else np.maximum(chunk[-2][0], chunk[-1][0])
         np.testing.assert_array_equal(obs, pooled)
@@ -47,6 +49,7 @@ def test_skip_reward_is_sum_of_frame_rewards_and_obs_is_max_of_last_two():
     assert sum(f[1] for f in frames[:40]) > 20 * DENSE_SCALE
 
 
+@pytest.mark.slow
 def test_episode_ending_inside_a_skip_returns_the_real_last_frames():
     """goal:X ends on the exact frame x reaches X; pick X so that is the 2nd frame of a skip."""
     skip = 4
@@ -62,7 +65,7 @@ def test_episode_ending_inside_a_skip_returns_the_real_last_frames():
 
     env = MaxAndSkip(MarioReward(MarioEnv("1-1", obs_type="gray"), f"goal:{goal_x}"), skip)
     env.reset(seed=0)
-    for t, action in enumerate(agent_actions):
+    for t, action in enumerate(agent_actions):  # noqa: B007 (t is the step the goal ended, read below)
         obs, reward, terminated, _, info = env.step(action)
         if terminated:
             break
@@ -72,6 +75,7 @@ def test_episode_ending_inside_a_skip_returns_the_real_last_frames():
     assert reward == 1.0 and info["success"]
 
 
+@pytest.mark.slow
 def test_observations_are_uint8_stacks_of_84x84(mario_1_1, env_cfg):
     env = make_env(mario_1_1, env_cfg)
     obs, _ = env.reset(seed=0)
@@ -83,6 +87,7 @@ def test_observations_are_uint8_stacks_of_84x84(mario_1_1, env_cfg):
     env.close()
 
 
+@pytest.mark.slow
 def test_full_colour_screen_is_a_fresh_copy():
     env = MarioEnv("1-1")
     first, _ = env.reset(seed=0)
@@ -97,6 +102,7 @@ def test_full_colour_screen_is_a_fresh_copy():
     env.close()
 
 
+@pytest.mark.slow
 def test_same_actions_from_reset_give_identical_frames_and_x(mario_1_1, env_cfg):
     rng = np.random.default_rng(7)
     actions = rng.integers(0, 7, size=150)
@@ -115,11 +121,12 @@ def test_same_actions_from_reset_give_identical_frames_and_x(mario_1_1, env_cfg)
 
     first, second = run(), run()
     assert len(first) == len(second)
-    for (obs_a, x_a), (obs_b, x_b) in zip(first, second):
+    for (obs_a, x_a), (obs_b, x_b) in zip(first, second, strict=True):
         np.testing.assert_array_equal(obs_a, obs_b)
         assert x_a == x_b
 
 
+@pytest.mark.slow
 def test_goal_reached_by_scripted_run_is_a_success(env_cfg):
     env = make_env(parse_task("mario:1-1:goal:300"), env_cfg)
     env.reset(seed=0)
@@ -134,6 +141,7 @@ def test_goal_reached_by_scripted_run_is_a_success(env_cfg):
     env.close()
 
 
+@pytest.mark.slow
 def test_sparse_reward_is_zero_without_the_flag_and_life_loss_ends_the_episode(env_cfg):
     env = make_env(parse_task("mario:1-1:sparse"), env_cfg)
     env.reset(seed=0)
@@ -148,6 +156,7 @@ def test_sparse_reward_is_zero_without_the_flag_and_life_loss_ends_the_episode(e
     env.close()
 
 
+@pytest.mark.slow
 def test_step_limit_truncates(env_cfg):
     env_cfg.max_episode_steps = 5
     env = make_env(parse_task("mario:1-1"), env_cfg)
@@ -176,6 +185,7 @@ def test_classic_tasks_report_success(env_cfg):
     assert not info["episode"]["success"] and info["episode"]["r"] < 475
 
 
+@pytest.mark.slow
 def test_episode_stats_wrapper_reports_only_at_the_end(env_cfg):
     env = EpisodeStats(MarioReward(MarioEnv("1-1", obs_type="gray"), "dense"), "x")
     env.reset(seed=0)

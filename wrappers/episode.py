@@ -8,7 +8,8 @@ read only these keys, so one code path covers Mario, CartPole and MountainCar.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 

@@ -26,7 +26,7 @@ def parse_reward(spec: str) -> tuple[str, int | None]:
     if spec in ("dense", "sparse"):
         return spec, None
     if spec.startswith("goal:"):
-        x = spec[len("goal:"):]
+        x = spec[len("goal:") :]
         if x.isdigit() and int(x) > 0:
             return "goal", int(x)
     raise ValueError(f"bad reward spec {spec!r}: valid modes are {REWARD_MODES}")

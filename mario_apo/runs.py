@@ -1,0 +1,83 @@
+"""Run dirs: create one with its ``config.json``, read a saved config back.
+
+Kept apart from the training loop so that ``eval``, ``replay``, ``bench`` and the
+suite runner can read a run's settings without importing it.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import mario_apo
+from mario_apo.config import RunConfig
+from mario_apo.errors import CheckpointError
+
+
+def default_run_name(cfg: RunConfig) -> str:
+    task = cfg.task.replace(":", "-")
+    return f"{cfg.algo}-{task}-s{cfg.seed}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def create_run(cfg: RunConfig) -> Path:
+    """A new run dir with its config.json; refuses to overwrite an existing run."""
+    run_dir = Path(cfg.log.run_dir) / (cfg.log.name or default_run_name(cfg))
+    if run_dir.exists():
+        raise CheckpointError(
+            f"run dir {run_dir} already exists: pick another --name, or continue it with --resume {run_dir}"
+        )
+    run_dir.mkdir(parents=True)
+    cfg.log.name = run_dir.name
+    write_run_config(run_dir, cfg)
+    return run_dir
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    """The saved config of an existing run (for --resume, eval)."""
+    path = run_dir / "config.json"
+    if not path.exists():
+        raise CheckpointError(f"{run_dir} is not a run dir (no config.json)")
+    try:
+        return RunConfig.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path} is corrupt: {err}") from None
+
+
+def read_run_record(run_dir: Path) -> dict[str, Any]:
+    """config.json as written: the config plus its W&B id and versions."""
+    return json.loads((run_dir / "config.json").read_text())
+
+
+def write_run_config(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
+    """config.json: every resolved setting, the versions that ran it, and the W&B run id."""
+    import gymnasium
+    import numpy as np
+    import torch
+
+    record = cfg.to_dict()
+    record["wandb_id"] = uuid.uuid4().hex[:12]
+    record["versions"] = {
+        "mario_apo": mario_apo.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "gymnasium": gymnasium.__version__,
+        "python": platform.python_version(),
+        "git_commit": _git_commit(),
+    }
+    (run_dir / "config.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None

@@ -1,0 +1,54 @@
+"""Evaluation of checkpoints on fresh envs: the documented JSON, videos, classic tasks, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import imageio.v2 as imageio
+import pytest
+
+from mario_apo.cli import main
+
+from conftest import assert_one_line_error, train_in_process
+
+pytestmark = pytest.mark.slow
+
+
+def test_eval_writes_the_documented_json_and_a_video(apo_run, tmp_path):
+    out, video = tmp_path / "eval.json", tmp_path / "first.mp4"
+    flags = ["--json", str(out), "--video", str(video), "--episodes", "2", "--level", "1-1", "1-2"]
+    assert main(["eval", str(apo_run), *flags]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert [r["task"] for r in results] == ["mario:1-1:goal:250", "mario:1-2:goal:250"]
+    for result in results:
+        for key in ("success_rate", "mean_return", "median_return", "mean_max_x", "mean_length", "episodes", "policy"):
+            assert key in result
+        assert result["episodes"] == 2 and 0.0 <= result["success_rate"] <= 1.0
+    assert len(imageio.mimread(video, memtest=False)) > 4
+
+
+def test_eval_works_for_cartpole(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert train_in_process(runs, "--algo ppo --task cartpole --total-steps 2048 --name c") == 0
+    assert main(["eval", str(runs / "c"), "--episodes", "3", "--sample"]) == 0
+    result = json.loads((runs / "c" / "eval.json").read_text())["results"][0]
+    assert result["task"] == "cartpole" and result["policy"] == "sample" and result["mean_max_x"] == 0.0
+
+
+@pytest.mark.parametrize("case", ["missing_run", "other_task_checkpoint", "level_for_cartpole"])
+def test_eval_bad_input_is_one_line_exit_2(apo_run, tmp_path, capsys, case):
+    runs = tmp_path / "runs"
+    if case == "missing_run":
+        argv, valid = ["eval", str(tmp_path / "nope")], "not a run dir"
+    else:
+        assert train_in_process(runs, "--algo ppo --task cartpole --total-steps 256 --name c") == 0
+        capsys.readouterr()
+        if case == "other_task_checkpoint":
+            argv, valid = (
+                ["eval", str(apo_run), "--checkpoint", str(runs / "c" / "checkpoint.pt")],
+                "from task 'cartpole'",
+            )
+        else:
+            argv, valid = ["eval", str(runs / "c"), "--level", "1-1"], "--level is for Mario runs"
+    assert main(argv) == 2
+    assert_one_line_error(capsys.readouterr().err, valid)

@@ -1,0 +1,25 @@
+"""Statistics for the report, on synthetic data with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mario_apo import stats
+
+
+def test_statistics_on_synthetic_data_with_known_answers():
+    assert stats.iqm(np.arange(1, 9)) == pytest.approx(4.5)  # mean of 3, 4, 5, 6
+    rng = np.random.default_rng(1)
+    sample = rng.normal(0.5, 0.1, size=400)
+    point, low, high = stats.stratified_bootstrap_ci(sample, stats.mean, reps=2000)
+    assert low < 0.5 < high
+    assert high - low == pytest.approx(2 * 1.96 * 0.1 / np.sqrt(400), rel=0.15)
+    x, y = np.full((5, 2), 1.0), np.zeros((5, 2))
+    assert stats.probability_of_improvement(x, y) == 1.0
+    assert stats.probability_of_improvement(y, y) == 0.5
+    # one task certain win, one certain loss: 0.5 overall
+    assert stats.probability_of_improvement(np.array([[1.0, 0.0]] * 3), np.array([[0.0, 1.0]] * 3)) == 0.5
+    mean_curve, band_low, band_high = stats.bootstrap_band(np.tile(np.linspace(0, 1, 5), (6, 1)))
+    np.testing.assert_allclose(mean_curve, np.linspace(0, 1, 5))
+    np.testing.assert_allclose(band_low, band_high)  # identical seeds: no spread
