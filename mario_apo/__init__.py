@@ -2,6 +2,8 @@
 
 import os
 
+import gymnasium
+
 # OpenMP threads that busy-wait after each torch op steal the cores the emulator
 # workers need between the learner's forward passes (measured: 225 -> 255 SPS on
 # Mario, 2 cores). Must be set before torch loads its OpenMP runtime.
@@ -11,3 +13,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 __version__ = "0.1.0"
+
+# `gymnasium.make("mario_apo/SuperMario-v0", level="1-1", ...)`; the module loads only when an env is made.
+gymnasium.register(id="mario_apo/SuperMario-v0", entry_point="mario_apo.gym_envs:make_super_mario")

@@ -78,6 +78,8 @@ class Anchor:
     """Global index of the episode among all episodes finished in the run."""
     admitted_update: int
     """The PPO update during which it was admitted (for ``anchor/mean_age_updates``)."""
+    sticky_seed: int | None = None
+    """With ``actions``, reproduces a sticky-action episode on the emulator (None: deterministic env)."""
 
     @property
     def length(self) -> int:
@@ -91,18 +93,18 @@ class Anchor:
 class AnchorBuffer:
     """Top-K episodes by return, capped in MB, sampled uniformly over their states."""
 
-    def __init__(self, cfg: AnchorConfig, num_envs: int, frame_stack: int | None, seed: int):
+    def __init__(self, cfg: AnchorConfig, num_envs: int, frame_stack: int | None, rng: np.random.Generator):
         """
         :param cfg: K, admission rule, memory cap
         :param num_envs: envs recorded in parallel
         :param frame_stack: frames per observation for image tasks (store the newest only), None for vectors
-        :param seed: seed of the sampler's own generator (torch's RNG is left untouched, so
+        :param rng: the sampler's own generator (torch's RNG is left untouched, so
             training with beta = 0 stays bit-identical to PPO)
         """
         self.cfg = cfg
         self.frame_stack = frame_stack
         self.anchors: list[Anchor] = []
-        self.rng = np.random.default_rng(seed)
+        self.rng = rng
         # per env, the chunks (frames, logprobs, actions) of its episode so far
         self._open: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(num_envs)]
         self._episodes_seen = 0
@@ -161,6 +163,7 @@ class AnchorBuffer:
             episode_return=ret,
             success=success,
             max_x=int(episode.max_x),
+            sticky_seed=episode.sticky_seed,
             episode_id=self._episodes_seen,
             admitted_update=update,
         )
@@ -269,12 +272,10 @@ class NoAnchoring:
 class Anchoring(NoAnchoring):
     """APO: the anchor buffer, the beta schedule and the anchor KL term."""
 
-    def __init__(self, cfg: RunConfig, task: Task):
+    def __init__(self, cfg: RunConfig, task: Task, rng: np.random.Generator):
         self.cfg = cfg.anchor
         self.task, self.env_cfg, self.video_every = task, cfg.env, cfg.log.video_every
-        self.buffer = AnchorBuffer(
-            cfg.anchor, cfg.ppo.num_envs, cfg.env.frame_stack if task.is_mario else None, cfg.seed
-        )
+        self.buffer = AnchorBuffer(cfg.anchor, cfg.ppo.num_envs, cfg.env.frame_stack if task.is_mario else None, rng)
         self.beta = self.cfg.beta
         self._last_video = (None, -(10**9))  # episode id and update of the last best-anchor video
 
@@ -327,6 +328,7 @@ class Anchoring(NoAnchoring):
                     "length": a.length,
                     "max_x": a.max_x,
                     "admitted_update": a.admitted_update,
+                    "sticky_seed": a.sticky_seed,
                     "actions": a.actions.tolist(),
                 }
                 for rank, a in enumerate(self.buffer.anchors)
@@ -349,13 +351,13 @@ class Anchoring(NoAnchoring):
         expected = {"return": best.episode_return, "length": best.length, "max_x": best.max_x, "success": best.success}
         try:
             with VideoWriter(path) as video:
-                replay(self.task, self.env_cfg, best.actions, expected, best.frames, video)
-        except ReplayMismatch as err:  # would mean the env is not deterministic: say so, keep training
+                replay(self.task, self.env_cfg, best.actions, expected, best.frames, video, best.sticky_seed)
+        except ReplayMismatch as err:  # would mean the episode is not reproducible: say so, keep training
             tqdm.write(f"mario-apo: no video of anchor episode {best.episode_id}: {err}", file=sys.stderr)
             return
         logger.log_video(global_step, "anchor/best_video", path)
 
 
-def make_anchoring(cfg: RunConfig, task: Task) -> NoAnchoring:
-    """The run's anchoring: ``Anchoring`` for APO, the do-nothing ``NoAnchoring`` for PPO."""
-    return Anchoring(cfg, task) if cfg.algo == "apo" else NoAnchoring()
+def make_anchoring(cfg: RunConfig, task: Task, rng: np.random.Generator) -> NoAnchoring:
+    """The run's anchoring: ``Anchoring`` for APO (sampling with ``rng``), the do-nothing ``NoAnchoring`` for PPO."""
+    return Anchoring(cfg, task, rng) if cfg.algo == "apo" else NoAnchoring()

@@ -12,6 +12,7 @@ import os
 import sys
 
 from mario_apo import __version__
+from mario_apo.calibrate import DEFAULT_TARGETS
 from mario_apo.errors import TrainingError, UsageError
 from mario_apo.flags import (
     Parser,
@@ -19,6 +20,7 @@ from mario_apo.flags import (
     add_train_flags,
     check_rollout_fits,
     env_config,
+    fraction_list,
     positive_int,
     positive_int_list,
     requested_task,
@@ -42,6 +44,7 @@ def build_parser() -> Parser:
     _add_replay_command(commands)
     _add_eval_command(commands)
     _add_suite_commands(commands)
+    _add_calibrate_command(commands)
     train = commands.add_parser(
         "train",
         help="train PPO or APO (Anchored Policy Optimization) on a task",
@@ -144,6 +147,59 @@ def _add_suite_commands(commands: argparse._SubParsersAction) -> None:
     suite_report.add_argument("--out", help="output folder. Default: experiments/results/<suite name>")
 
 
+def _add_calibrate_command(commands: argparse._SubParsersAction) -> None:
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="how rare is the goal: a uniform-random policy's P(max x >= X) per Mario level, and the rungs",
+        description="Play N uniform-random episodes under the env settings a training run uses and write, per "
+        "level, P(max x >= X) for every X with Wilson 95%% intervals, the X nearest each target rarity "
+        "(the goal:X rungs), and a log-scale plot.",
+    )
+    calibrate.add_argument("--level", nargs="+", default=["1-1"], metavar="W-S", help="Mario levels. Default: 1-1")
+    calibrate.add_argument("--episodes", type=positive_int, default=1000, help="episodes per level. Default: 1000")
+    calibrate.add_argument(
+        "--targets",
+        type=fraction_list,
+        default=list(DEFAULT_TARGETS),
+        help=f"target random success rates of the rungs. Default: {','.join(map(str, DEFAULT_TARGETS))}",
+    )
+    calibrate.add_argument(
+        "--compare-stall",
+        type=positive_int_list,
+        default=[],
+        help="also report each rung's success rate and steps per success as if stall truncation after N steps "
+        "were on (comma-separated N; exact, computed from the same episodes). Default: none",
+    )
+    calibrate.add_argument(
+        "--workers", type=positive_int, default=os.cpu_count() or 1, help="worker processes. Default: all cores"
+    )
+    calibrate.add_argument("--seed", type=int, default=0, help="seed of the episodes and actions. Default: 0")
+    calibrate.add_argument(
+        "--out",
+        default="experiments/results/calibration",
+        help="output folder. Default: experiments/results/calibration",
+    )
+    add_env_flags(calibrate)
+
+
+def run_calibrate(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from mario_apo.calibrate import calibrate_level, write_calibration
+    from mario_apo.tasks import parse_task
+
+    env_cfg = env_config(args)
+    for level in args.level:
+        parse_task(f"mario:{level}")  # every level checked before hours of episodes
+    for level in args.level:
+        record = calibrate_level(
+            level, env_cfg, args.episodes, args.targets, args.compare_stall, args.seed, args.workers
+        )
+        path = write_calibration(record, Path(args.out))
+        rungs = ", ".join(f"{r['target']}: goal:{r['x']} ({r['rate']:.4f})" for r in record["rungs"])
+        print(f"{level}: median episode {record['median_length']:.0f} steps; rungs {rungs}; wrote {path}")
+
+
 def run_tasks(args: argparse.Namespace) -> None:
     from mario_apo.tasks import task_listing
 
@@ -203,7 +259,7 @@ def run_replay(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     index = load_anchor_index(run_dir)
     chosen = select_anchors(index, args.episode)
-    task, env_cfg = parse_task(index["task"]), EnvConfig(**index["env"])
+    task, env_cfg = parse_task(index["task"]), EnvConfig.from_record(index["env"])
     if args.out:
         usable_video_path(args.out)
     stored = stored_frames_by_episode(run_dir)
@@ -217,7 +273,8 @@ def run_replay(args: argparse.Namespace) -> int:
             out = Path(args.out)
         try:
             with VideoWriter(out, fps=args.fps, scale=args.scale) as video:
-                episode = replay(task, env_cfg, anchor["actions"], anchor, stored.get(anchor["episode_id"]), video)
+                frames = stored.get(anchor["episode_id"])
+                episode = replay(task, env_cfg, anchor["actions"], anchor, frames, video, anchor.get("sticky_seed"))
         except ReplayMismatch as err:
             print(f"mario-apo: replay of {name} failed verification: {err}; no video written", file=sys.stderr)
             return 1
@@ -342,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
             run_eval(args)
         elif args.command == "suite":
             return run_suite_command(args)
+        elif args.command == "calibrate":
+            run_calibrate(args)
     except UsageError as err:
         print(f"mario-apo: error: {err}", file=sys.stderr)
         return USAGE_ERROR

@@ -36,7 +36,7 @@ def option(
 
     :param help: one line, shown by ``--help`` (the default is appended there)
     :param flag: the flag's name when it is not the field's name with dashes
-    :param bound: ``positive`` or ``non_negative`` for numbers
+    :param bound: ``positive``, ``non_negative`` or ``probability`` (in [0, 1)) for numbers
     :param choices: the valid values of a string field
     """
     metadata = {"help": help, "flag": flag, "bound": bound, "choices": choices}
@@ -62,6 +62,23 @@ class EnvConfig:
     max_episode_steps: int = option(
         2000, "Mario step limit in agent steps (truncation); CartPole/MountainCar keep 500/200", bound="positive"
     )
+    sticky_actions: float = option(
+        0.25,
+        "Mario: probability, per emulator frame, of repeating the previous frame's action "
+        "(Machado et al. 2018; 0 = the deterministic emulator)",
+        bound="probability",
+    )
+    stall_steps: int = option(
+        0, "Mario: truncate an episode whose max x has not grown for N agent steps (0: off)", bound="non_negative"
+    )
+
+    # What a setting recorded before it existed must be, to reproduce that run.
+    LEGACY = {"sticky_actions": 0.0, "stall_steps": 0}
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> EnvConfig:
+        """The env settings a run recorded (config.json, anchors.json), from any version of the project."""
+        return cls(**{**cls.LEGACY, **data})
 
     def validate(self) -> None:
         """For settings that did not come through the flags (suite files, config.json)."""
@@ -70,6 +87,10 @@ class EnvConfig:
         for name in ("frame_skip", "frame_stack", "max_episode_steps"):
             if getattr(self, name) < 1:
                 raise TaskError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        if not 0.0 <= self.sticky_actions < 1.0:
+            raise TaskError(f"--sticky-actions must be a probability in [0, 1), got {self.sticky_actions}")
+        if self.stall_steps < 0:
+            raise TaskError(f"--stall-steps must be an integer >= 0, got {self.stall_steps}")
 
 
 @dataclass
@@ -186,7 +207,7 @@ class RunConfig:
             task=data["task"],
             seed=data["seed"],
             torch_threads=data.get("torch_threads", 0),
-            env=EnvConfig(**data["env"]),
+            env=EnvConfig.from_record(data["env"]),
             ppo=PPOConfig(**data["ppo"]),
             anchor=AnchorConfig(**data["anchor"]),
             log=LogConfig(**data["log"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,9 @@ def evaluate(
     :param greedy: take the most probable action; else sample from the policy
     :param video_path: record the first episode there (.mp4 or .gif): every emulated
         frame in colour for Mario, the env's own rendering for the classic tasks
-    :return: success rate, mean/median return, mean max-x, mean length, episode count
+    :return: success rate, mean/median return, mean max-x, mean length, episode count, and how many
+        of the episodes were distinct (different observation sequences; a greedy policy on a
+        deterministic env plays one episode over and over)
     """
     env = make_env(
         task,
@@ -54,14 +57,16 @@ def evaluate(
         "median_return": float(np.median(returns)),
         "mean_max_x": float(np.mean([r["max_x"] for r in results])),
         "mean_length": float(np.mean([r["l"] for r in results])),
+        "distinct_episodes": len({r["fingerprint"] for r in results}),
     }
 
 
 def _play(
     model, env, task: Task, greedy: bool, generator: torch.Generator, seed: int, video: VideoWriter | None
 ) -> dict:
-    """One episode; returns its ``info["episode"]``."""
+    """One episode; returns its ``info["episode"]`` and a ``fingerprint`` of its observations."""
     obs, _ = env.reset(seed=seed)
+    fingerprint = hashlib.blake2b(obs.tobytes(), digest_size=16)
     step, episode_return, info = 0, 0.0, {}
     with video if video is not None else contextlib.nullcontext():
         while True:
@@ -73,7 +78,7 @@ def _play(
                     )
                 frames.clear()
             if "episode" in info:
-                return info["episode"]
+                return {**info["episode"], "fingerprint": fingerprint.hexdigest()}
             with torch.inference_mode():
                 logits, _ = model(torch.as_tensor(obs[None]))
             if greedy:
@@ -81,4 +86,5 @@ def _play(
             else:
                 action = int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
             obs, reward, _, _, info = env.step(action)
+            fingerprint.update(obs[-1].tobytes() if task.is_mario else obs.tobytes())
             step, episode_return = step + 1, episode_return + float(reward)

@@ -51,10 +51,28 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def fraction_list(text: str) -> list[float]:
+    """``"0.3,0.1"`` -> ``[0.3, 0.1]``, each strictly between 0 and 1."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(0 < v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated rates between 0 and 1, got {text!r}")
+    return values
+
+
 def positive_float(text: str) -> float:
     value = non_negative_float(text)
     if value == 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def probability(text: str) -> float:
+    value = non_negative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text!r}")
     return value
 
 
@@ -76,6 +94,7 @@ _TYPES: dict[tuple[str, str | None], Callable[[str], Any]] = {
     ("float", None): float,
     ("float", "positive"): positive_float,
     ("float", "non_negative"): non_negative_float,
+    ("float", "probability"): probability,
     ("str", None): str,
     ("list[str]", None): comma_list,
 }

@@ -31,6 +31,10 @@ class EpisodeEnd(NamedTuple):
     length: int
     success: bool
     max_x: int
+    truncated: bool = False
+    """Cut by a time limit or stall truncation (bootstrapped), not terminated by the game."""
+    sticky_seed: int | None = None
+    """With the actions, reproduces a sticky-action Mario episode (None without sticky actions)."""
 
 
 @dataclass

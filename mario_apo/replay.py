@@ -1,7 +1,8 @@
 """Replay anchored Mario episodes on a fresh emulator, verify them, and render them as video.
 
 The NES is deterministic: re-running an episode's recorded actions from reset
-through the same wrappers reproduces it. Replay checks that it did, step by step
+through the same wrappers reproduces it; with sticky actions, the episode's
+recorded ``sticky_seed`` reproduces which frames repeated the previous action. Replay checks that it did, step by step
 against the 84x84 frames stored with the anchor and at the end against the
 recorded return, length, max x-position and success; a mismatch names the first
 diverging step and no video is written.
@@ -30,19 +31,26 @@ def replay(
     expected: dict[str, Any],
     stored_frames: np.ndarray | None = None,
     video: VideoWriter | None = None,
+    sticky_seed: int | None = None,
 ) -> dict[str, Any]:
     """Re-run ``actions`` from reset, streaming every emulated frame to ``video``.
 
     :param expected: the recorded ``return``, ``length``, ``max_x`` and ``success``
     :param stored_frames: (length, 84, 84) newest frame of each observation the policy saw, if kept
+    :param sticky_seed: the episode's sticky-action seed (needed when ``env_cfg`` has sticky actions)
     :return: the replayed episode's ``info["episode"]``
     :raises ReplayMismatch: naming the first diverging step (the caller's video is then discarded)
     """
     if not task.is_mario:
         raise ReplayError(f"replay renders Mario episodes; task {task.name!r} has no emulator to replay")
+    if env_cfg.sticky_actions > 0 and sticky_seed is None:
+        raise ReplayError(
+            f"the episode ran with sticky actions (p = {env_cfg.sticky_actions}) but its sticky_seed was not "
+            "recorded, so which frames repeated an action is unknown: it cannot be replayed exactly"
+        )
     env = make_env(task, env_cfg, record_frames=True)
     try:
-        obs, info = env.reset(seed=0)
+        obs, info = env.reset(seed=0, options=None if sticky_seed is None else {"sticky_seed": sticky_seed})
         recorded = env.get_wrapper_attr("frames")
         episode_return, success = 0.0, False
         for step in range(len(actions) + 1):

@@ -97,3 +97,17 @@ def bootstrap_band(curves: np.ndarray, reps: int = 1000, confidence: float = 0.9
     means = curves[rng.integers(len(curves), size=(reps, len(curves)))].mean(axis=1)
     low, high = _percentile_interval(means, confidence, axis=0)
     return curves.mean(axis=0), low, high
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95% by default); sound at 0 and at 1 successes,
+    where the normal approximation collapses to a point."""
+    if trials <= 0:
+        raise ValueError(f"a proportion needs at least one trial, got {trials}")
+    p = successes / trials
+    denominator = 1 + z**2 / trials
+    centre = (p + z**2 / (2 * trials)) / denominator
+    half = z * np.sqrt(p * (1 - p) / trials + z**2 / (4 * trials**2)) / denominator
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends, not rounding residue
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return float(low), float(high)

@@ -230,12 +230,13 @@ def run_suite(suite: Suite, jobs: int | None = None) -> dict[str, int]:
 
 def measure_random_policies(suite: Suite) -> dict[str, dict[str, float]]:
     """Success rate of a uniform-random policy per task (the rarity axis of the ladder plot), under the
-    env settings the suite's first algo trains with."""
+    env settings the suite's first algo trains with, played by ``mario-apo calibrate``'s code."""
     from dataclasses import asdict
 
     import numpy as np
 
-    from mario_apo.tasks import make_env
+    from mario_apo.calibrate import random_episodes
+    from mario_apo.stats import wilson_interval
 
     path = suite.runs_dir / "random_policy.json"
     measured = json.loads(path.read_text()) if path.exists() else {}
@@ -244,23 +245,13 @@ def measure_random_policies(suite: Suite) -> dict[str, dict[str, float]]:
         if task in measured:
             continue
         env_cfg = run_config(suite, RunSpec(task, next(iter(suite.algos)), suite.seeds[0])).env
-        env = make_env(parse_task(task), env_cfg)
-        rng = np.random.default_rng(0)
-        successes, max_xs = [], []
-        for episode in tqdm(
-            range(suite.random_policy_episodes), desc=f"random policy {task}", unit="episode", leave=False
-        ):
-            env.reset(seed=episode)
-            while True:
-                _, _, terminated, truncated, info = env.step(int(rng.integers(env.action_space.n)))
-                if terminated or truncated:
-                    successes.append(bool(info["episode"]["success"]))
-                    max_xs.append(int(info["episode"]["max_x"]))
-                    break
-        env.close()
+        n = suite.random_policy_episodes
+        episodes = random_episodes(parse_task(task), env_cfg, n, workers=os.cpu_count() or 1)
+        successes, max_xs = [e.success for e in episodes], [e.max_x for e in episodes]
         measured[task] = {
             "episodes": suite.random_policy_episodes,
             "success_rate": float(np.mean(successes)),
+            "wilson_95": wilson_interval(sum(successes), n),
             "mean_max_x": float(np.mean(max_xs)),
             "env": asdict(env_cfg),
         }

@@ -35,6 +35,8 @@ from wrappers.mario import ACTION_SETS, LEVELS, MarioEnv, parse_level
 from wrappers.record import FrameRecorder
 from wrappers.reward import REWARD_MODES, MarioReward, parse_reward
 from wrappers.skip import MaxAndSkip
+from wrappers.stall import StallTruncation
+from wrappers.sticky import StickyActions
 
 CLASSIC_TASKS = {"cartpole": "CartPole-v1", "mountaincar": "MountainCar-v0"}
 TASK_FORMS = "mario:W-S[:dense|sparse|goal:X], cartpole, mountaincar"
@@ -98,10 +100,14 @@ def make_env(task: Task, cfg: EnvConfig, render_mode: str | None = None, record_
     # Gray straight from the emulator's buffer: gymnasium's GrayscaleObservation
     # (a float64 weighted sum) alone costs a fifth of the emulator's time.
     env = MarioEnv(task.level, cfg.action_set, obs_type="gray", render_mode=render_mode)
+    if cfg.sticky_actions > 0:  # per emulator frame, so below the frame skip
+        env = StickyActions(env, cfg.sticky_actions)
     if record_frames:
         env = FrameRecorder(env)
     env = MarioReward(env, task.reward)
     env = MaxAndSkip(env, cfg.frame_skip)
+    if cfg.stall_steps:
+        env = StallTruncation(env, cfg.stall_steps)
     env = TimeLimit(env, cfg.max_episode_steps)
     env = EpisodeStats(env, task.name, success_from_info)
     env = ResizeObservation(env, (84, 84))
@@ -148,6 +154,7 @@ class EnvGroups:
     the policy computes group B's actions and vice versa. Env ``i`` is still seeded
     ``seed + i`` and every env's trajectory is the same as in one vector env.
     CartPole/MountainCar step in-process, so they use a single group.
+    Every env keeps its own seed (``reset(seeds)``), whatever group it is in.
     """
 
     def __init__(self, task: Task, cfg: EnvConfig, num_envs: int):
@@ -169,9 +176,9 @@ class EnvGroups:
     def groups(self) -> range:
         return range(len(self.envs))
 
-    def reset(self, seed: int) -> list[np.ndarray]:
-        """First observations, one array per group."""
-        return [envs.reset(seed=seed + sl.start)[0] for envs, sl in zip(self.envs, self.slices, strict=True)]
+    def reset(self, seeds: list[int]) -> list[np.ndarray]:
+        """First observations, one array per group; env ``i`` is seeded ``seeds[i]``."""
+        return [envs.reset(seed=seeds[sl])[0] for envs, sl in zip(self.envs, self.slices, strict=True)]
 
     def send(self, group: int, actions: np.ndarray) -> None:
         """Start stepping ``group`` (in-process groups step right away)."""

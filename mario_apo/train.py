@@ -37,6 +37,7 @@ from mario_apo.evaluate import evaluate
 from mario_apo.logger import RunLogger
 from mario_apo.ppo import EpisodeEnd, Rollout, compute_gae, ppo_update
 from mario_apo.runs import read_run_record
+from mario_apo.seeding import SeedStreams
 from mario_apo.tasks import EnvGroups, parse_task
 from models.actor_critic import make_model
 
@@ -167,10 +168,10 @@ def show_progress(progress: tqdm, steps: int, metrics: dict[str, float]) -> None
     progress.set_postfix(postfix)
 
 
-def seed_everything(seed: int, torch_threads: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+def seed_everything(streams: SeedStreams, torch_threads: int) -> None:
+    random.seed(streams.python)
+    np.random.seed(streams.numpy)
+    torch.manual_seed(streams.torch)
     if torch_threads > 0:
         torch.set_num_threads(torch_threads)
 
@@ -182,7 +183,8 @@ class Trainer:
         self.cfg, self.run_dir = cfg, run_dir
         self.task = parse_task(cfg.task)
         ppo = cfg.ppo
-        seed_everything(cfg.seed, cfg.torch_threads)
+        self.streams = SeedStreams(cfg.seed)
+        seed_everything(self.streams, cfg.torch_threads)
         checkpoint = load_checkpoint(run_dir / CHECKPOINT, self.task.name) if resume else None
 
         self.envs = EnvGroups(self.task, cfg.env, ppo.num_envs)
@@ -190,7 +192,7 @@ class Trainer:
             obs_space, action_space = self.envs.single_observation_space, self.envs.single_action_space
             self.model = make_model(obs_space, action_space)
             self.optimizer = torch.optim.Adam(self.model.parameters(), lr=ppo.learning_rate, eps=1e-5)
-            self.anchoring = make_anchoring(cfg, self.task)
+            self.anchoring = make_anchoring(cfg, self.task, self.streams.anchors())
             self.state = TrainState()
             if checkpoint is not None:
                 self._restore(checkpoint)
@@ -200,9 +202,9 @@ class Trainer:
             obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
             self.rollout = Rollout.allocate(ppo.num_steps, ppo.num_envs, obs_space.shape, obs_dtype, action_space.n)
             self.timer = StageTimer()
-            # Resumed envs start fresh episodes (emulator state is not checkpointed); a
-            # different env seed keeps a resumed classic-control run from replaying its start.
-            self.next_obs = self.envs.reset(seed=cfg.seed + self.state.update * ppo.num_envs)
+            # Resumed envs start fresh episodes (emulator state is not checkpointed) from fresh
+            # seeds, so a resumed run does not replay its first episodes.
+            self.next_obs = self.envs.reset(self.streams.env_seeds(ppo.num_envs, start_update=self.state.update))
         except BaseException:
             self.envs.close(terminate=True)
             raise
@@ -280,7 +282,7 @@ class Trainer:
             self.rollout.episode_ends[step, envs_in_group] = torch.as_tensor(
                 terminated | truncated, dtype=torch.float32
             )
-            for episode in finished_episodes(infos, step, envs_in_group.start):
+            for episode in finished_episodes(infos, truncated & ~terminated, step, envs_in_group.start):
                 self._episode_ended(episode)
 
     def _episode_ended(self, episode: EpisodeEnd) -> None:
@@ -343,9 +345,8 @@ class Trainer:
         """The greedy policy on a fresh env, as ``eval/*`` metrics."""
         start = time.perf_counter()
         log = self.cfg.log
-        result = evaluate(
-            self.model, self.task, self.cfg.env, log.eval_episodes, greedy=True, seed=self.cfg.seed + self.state.update
-        )
+        seed = self.streams.eval_seed(self.state.update)
+        result = evaluate(self.model, self.task, self.cfg.env, log.eval_episodes, greedy=True, seed=seed)
         metrics = {f"eval/{key}": result[key] for key in ("mean_return", "success_rate", "mean_max_x")}
         metrics["eval/seconds"] = time.perf_counter() - start
         return metrics
@@ -402,11 +403,15 @@ class Trainer:
         return summary
 
 
-def finished_episodes(infos: dict[str, Any], step: int, first_env: int) -> list[EpisodeEnd]:
-    """The episodes that ended at this step of a group whose first env is ``first_env``."""
+def finished_episodes(infos: dict[str, Any], truncated: np.ndarray, step: int, first_env: int) -> list[EpisodeEnd]:
+    """The episodes that ended at this step of a group whose first env is ``first_env``.
+
+    :param truncated: per env of the group, whether its episode was truncated (not terminated)
+    """
     if "final_info" not in infos:
         return []
     episodes, mask = infos["final_info"]["episode"], infos["final_info"]["_episode"]
+    sticky_seeds = episodes.get("sticky_seed")
     return [
         EpisodeEnd(
             step=step,
@@ -415,6 +420,8 @@ def finished_episodes(infos: dict[str, Any], step: int, first_env: int) -> list[
             length=int(episodes["l"][i]),
             success=bool(episodes["success"][i]),
             max_x=int(episodes["max_x"][i]),
+            truncated=bool(truncated[i]),
+            sticky_seed=None if sticky_seeds is None else int(sticky_seeds[i]),
         )
         for i in np.flatnonzero(mask)
     ]

@@ -56,7 +56,7 @@ def feed_episode(buffer: AnchorBuffer, env: int, length: int, ret: float, succes
 
 
 def test_top_k_admission_keeps_the_best_and_the_first_of_ties():
-    buffer = AnchorBuffer(AnchorConfig(anchors=2), num_envs=1, frame_stack=None, seed=0)
+    buffer = AnchorBuffer(AnchorConfig(anchors=2), num_envs=1, frame_stack=None, rng=np.random.default_rng(0))
     for ret in (1.0, 5.0, 3.0, 2.0):
         feed_episode(buffer, 0, 4, ret)
     assert [a.episode_return for a in buffer.anchors] == [5.0, 3.0]
@@ -67,7 +67,9 @@ def test_top_k_admission_keeps_the_best_and_the_first_of_ties():
 
 
 def test_success_admission_rejects_failed_episodes():
-    buffer = AnchorBuffer(AnchorConfig(anchors=4, anchor_admit="success"), num_envs=1, frame_stack=None, seed=0)
+    buffer = AnchorBuffer(
+        AnchorConfig(anchors=4, anchor_admit="success"), num_envs=1, frame_stack=None, rng=np.random.default_rng(0)
+    )
     feed_episode(buffer, 0, 3, 10.0, success=False)
     feed_episode(buffer, 0, 3, 1.0, success=True)
     assert [(a.episode_return, a.success) for a in buffer.anchors] == [(1.0, True)]
@@ -76,7 +78,9 @@ def test_success_admission_rejects_failed_episodes():
 def test_memory_cap_evicts_the_worst():
     # one 100-step episode: 100 x (3 obs + 2 logprobs) x 4 B + 100 x 8 B actions = 2,800 B
     cap_mb = 2.5 * 2800 / 2**20
-    buffer = AnchorBuffer(AnchorConfig(anchors=8, anchor_max_mb=cap_mb), num_envs=1, frame_stack=None, seed=0)
+    buffer = AnchorBuffer(
+        AnchorConfig(anchors=8, anchor_max_mb=cap_mb), num_envs=1, frame_stack=None, rng=np.random.default_rng(0)
+    )
     for ret in (1.0, 4.0, 2.0, 3.0):
         feed_episode(buffer, 0, 100, ret)
     assert [a.episode_return for a in buffer.anchors] == [4.0, 3.0]
@@ -84,7 +88,7 @@ def test_memory_cap_evicts_the_worst():
 
 
 def test_episodes_are_recorded_per_env_and_whole_across_rollouts():
-    buffer = AnchorBuffer(AnchorConfig(anchors=4), num_envs=2, frame_stack=None, seed=0)
+    buffer = AnchorBuffer(AnchorConfig(anchors=4), num_envs=2, frame_stack=None, rng=np.random.default_rng(0))
     logprobs = np.log(np.full((4, 2, 2), 0.5, np.float32))
     # three 4-step rollouts; env 1's episode ends at step 1 of the third (10 steps in all), env 0 never ends
     for update in range(3):
@@ -107,7 +111,7 @@ def test_stored_frames_restack_to_the_observations_seen(env_cfg):
     env = make_env(parse_task("mario:1-1"), env_cfg)
     obs, _ = env.reset(seed=0)
     seen = []
-    buffer = AnchorBuffer(AnchorConfig(anchors=1), num_envs=1, frame_stack=4, seed=0)
+    buffer = AnchorBuffer(AnchorConfig(anchors=1), num_envs=1, frame_stack=4, rng=np.random.default_rng(0))
     logprobs = np.log(np.full((12, 1, 7), 1 / 7, np.float32))
     actions = np.array([[hold_right_and_jump(t)] for t in range(12)])
     for t in range(12):

@@ -52,3 +52,23 @@ def test_eval_bad_input_is_one_line_exit_2(apo_run, tmp_path, capsys, case):
             argv, valid = ["eval", str(runs / "c"), "--level", "1-1"], "--level is for Mario runs"
     assert main(argv) == 2
     assert_one_line_error(capsys.readouterr().err, valid)
+
+
+def test_greedy_eval_plays_distinct_episodes_only_with_sticky_actions(apo_run, tmp_path):
+    def deterministic(config):
+        config["env"]["sticky_actions"] = 0.0
+        return config
+
+    from test_replay import copy_run
+
+    results = {}
+    for name, edit in (("sticky", None), ("deterministic", deterministic)):
+        run_dir = copy_run(apo_run, tmp_path / name, edit_config=edit)
+        assert (
+            main(["eval", str(run_dir), "--episodes", "3", "--greedy", "--json", str(tmp_path / f"{name}.json")]) == 0
+        )
+        results[name] = json.loads((tmp_path / f"{name}.json").read_text())["results"][0]
+    # an untrained greedy policy presses nearly one button, so a repeated action often changes
+    # nothing; still its episodes differ, where the deterministic emulator replays one game forever
+    assert results["sticky"]["distinct_episodes"] >= 2
+    assert results["deterministic"]["distinct_episodes"] == 1

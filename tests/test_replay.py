@@ -89,3 +89,54 @@ def test_replay_of_a_missing_run_or_a_run_without_anchors_is_exit_2(tmp_path, ca
     capsys.readouterr()
     assert main(["replay", str(ppo_run / "p")]) == 2
     assert "has no anchors" in capsys.readouterr().err
+
+
+def copy_run(run_dir: Path, to: Path, edit_config=None, edit_anchors=None) -> Path:
+    """A copy of a run dir, with its config.json and anchors.json optionally edited."""
+    to.mkdir()
+    (to / "checkpoint.pt").write_bytes((run_dir / "checkpoint.pt").read_bytes())
+    for name, edit in (("config.json", edit_config), ("anchors.json", edit_anchors)):
+        record = json.loads((run_dir / name).read_text())
+        (to / name).write_text(json.dumps(edit(record) if edit else record))
+    return to
+
+
+def test_sticky_action_anchors_carry_their_seed(apo_run):
+    index = json.loads((apo_run / "anchors.json").read_text())
+    assert index["env"]["sticky_actions"] == 0.25
+    assert all(isinstance(anchor["sticky_seed"], int) for anchor in index["anchors"])
+    assert len({anchor["sticky_seed"] for anchor in index["anchors"]}) == len(index["anchors"])
+
+
+def test_an_anchor_recorded_before_sticky_actions_replays_on_the_deterministic_env(tmp_path, capsys):
+    """anchors.json of an older run: no sticky_actions in its env, no sticky_seed per anchor."""
+    from mario_apo.runs import create_run
+    from mario_apo.train import train
+
+    from conftest import tiny_run_config
+
+    cfg = tiny_run_config(tmp_path, task="mario:1-1:goal:250", sticky_actions=0.0, video_every=0, name="old")
+    run_dir = create_run(cfg)
+    train(cfg, run_dir)
+
+    def as_older_version(index):
+        del index["env"]["sticky_actions"], index["env"]["stall_steps"]
+        for anchor in index["anchors"]:
+            del anchor["sticky_seed"]
+        return index
+
+    older = copy_run(run_dir, tmp_path / "older", edit_anchors=as_older_version)
+    assert main(["replay", str(older), "--out", str(tmp_path / "old.gif"), "--scale", "1"]) == 0
+    assert "verified" in capsys.readouterr().out
+
+
+def test_a_sticky_anchor_without_its_seed_is_refused_with_one_line(apo_run, tmp_path, capsys):
+    def drop_seeds(index):
+        for anchor in index["anchors"]:
+            anchor["sticky_seed"] = None
+        return index
+
+    broken = copy_run(apo_run, tmp_path / "broken", edit_anchors=drop_seeds)
+    assert main(["replay", str(broken), "--out", str(tmp_path / "never.mp4")]) == 2
+    assert_one_line_error(capsys.readouterr().err, "sticky_seed was not recorded")
+    assert not (tmp_path / "never.mp4").exists()

@@ -2,7 +2,8 @@
 
 At the last step of an episode ``info["episode"]`` holds ``r`` (return), ``l``
 (length in agent steps), ``success`` (bool), ``max_x`` (furthest x-position,
-Mario only, else 0) and ``level`` (the task name). The trainer and the report
+Mario only, else 0), ``level`` (the task name) and, with sticky actions, the
+episode's ``sticky_seed`` (with its actions, it reproduces the episode). The trainer and the report
 read only these keys, so one code path covers Mario, CartPole and MountainCar.
 """
 
@@ -32,11 +33,13 @@ class EpisodeStats(gym.Wrapper):
         self._return = 0.0
         self._length = 0
         self._max_x = 0
+        self._sticky_seed = None
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         self._return, self._length = 0.0, 0
         self._max_x = int(info.get("x_pos", 0))
+        self._sticky_seed = info.get("sticky_seed")
         return obs, info
 
     def step(self, action):
@@ -52,4 +55,6 @@ class EpisodeStats(gym.Wrapper):
                 "max_x": self._max_x,
                 "level": self.level,
             }
+            if self._sticky_seed is not None:
+                info["episode"]["sticky_seed"] = self._sticky_seed
         return obs, reward, terminated, truncated, info
