@@ -19,12 +19,15 @@ RUN bash scripts/install.sh /opt/venv .
 
 FROM python:3.11-slim-bookworm
 # nes-py's emulator is C++: its shared library needs the C++ runtime (not the compiler).
+# tini is PID 1: it forwards `docker stop`'s SIGTERM to mario-apo (which finishes its update and
+# checkpoints) and reaps the env worker processes.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libstdc++6 \
+    && apt-get install -y --no-install-recommends libstdc++6 tini \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH WANDB_MODE=offline PYTHONUNBUFFERED=1
 WORKDIR /work
-ENTRYPOINT ["mario-apo"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["tini", "--", "mario-apo"]
 CMD ["--help"]

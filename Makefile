@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/install.sh
-	bash scripts/install.sh $(VENV) -e '.[test,bench]'
+	bash scripts/install.sh $(VENV) -e '.[test,bench,tensorboard]'
 	touch $@
 
 run: install

@@ -38,7 +38,7 @@ from torch import nn
 from tqdm import tqdm
 
 from mario_apo.config import AnchorConfig, RunConfig
-from mario_apo.errors import ReplayMismatch
+from mario_apo.errors import ReplayMismatch, TrainingError
 from mario_apo.logger import RunLogger
 from mario_apo.ppo import EpisodeEnd, Rollout
 from mario_apo.replay import replay
@@ -233,7 +233,10 @@ class AnchorBuffer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.anchors = [Anchor(**a) for a in state["anchors"]]
+        # a checkpoint stores arrays as tensors (mario_apo.checkpoint)
+        self.anchors = [
+            Anchor(**{k: np.asarray(v) if torch.is_tensor(v) else v for k, v in a.items()}) for a in state["anchors"]
+        ]
         self.rng.bit_generator.state = state["rng"]
         self._episodes_seen = state["episodes_seen"]
         self._sample_index = None
@@ -335,8 +338,12 @@ class Anchoring(NoAnchoring):
             ],
         }
         tmp = run_dir / "anchors.json.tmp"
-        tmp.write_text(json.dumps(index))
-        tmp.replace(run_dir / "anchors.json")
+        try:
+            tmp.write_text(json.dumps(index))
+            tmp.replace(run_dir / "anchors.json")
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise TrainingError(f"could not write {run_dir / 'anchors.json'} ({err})") from None
 
     def log_media(self, run_dir: Path, logger: RunLogger, global_step: int, update: int) -> None:
         """Mario: replay a new best anchor on a fresh emulator (verified step by step) and log its video."""

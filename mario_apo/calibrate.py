@@ -18,7 +18,8 @@ stall-truncated episode is a prefix of the untruncated one.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import multiprocessing
+import signal
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,18 @@ class RandomEpisode:
     @property
     def max_x(self) -> int:
         return max(self.x_trace, default=0)
+
+
+def _worker_signals() -> None:
+    # A terminal's Ctrl-C reaches the workers too: the parent decides, and terminates them with
+    # SIGTERM, whose default action a forked worker must get back from the parent's stop handler.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _play_chunk(job: tuple[int, str, dict[str, Any], list[int]]) -> tuple[int, list[RandomEpisode]]:
+    index, task_name, env_cfg, seeds = job
+    return index, _play_random(task_name, env_cfg, seeds)
 
 
 def _play_random(task_name: str, env_cfg: dict[str, Any], seeds: list[int]) -> list[RandomEpisode]:
@@ -77,12 +90,13 @@ def random_episodes(
     chunk = max(1, min(20, episodes // (4 * workers) or 1))
     chunks = [seeds[i : i + chunk] for i in range(0, episodes, chunk)]
     results: list[list[RandomEpisode]] = [[] for _ in chunks]
+    jobs = [(k, task.name, asdict(env_cfg), part) for k, part in enumerate(chunks)]
     with tqdm(total=episodes, desc=f"random policy {task.name}", unit="episode", disable=not progress) as bar:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(_play_random, task.name, asdict(env_cfg), part): k for k, part in enumerate(chunks)}
-            for future in as_completed(futures):  # stored by chunk index: the order does not depend on timing
-                results[futures[future]] = future.result()
-                bar.update(len(results[futures[future]]))
+        # leaving the pool terminates its workers, also when a stop signal interrupts the wait
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_worker_signals) as pool:
+            for index, part in pool.imap_unordered(_play_chunk, jobs):  # stored by index: timing does not matter
+                results[index] = part
+                bar.update(len(part))
     return [episode for part in results for episode in part]
 
 
@@ -205,9 +219,12 @@ def plot_calibration(record: dict[str, Any], path: Path) -> None:
 
 
 def write_calibration(record: dict[str, Any], out_dir: Path) -> Path:
-    """``calibration-<level>.json`` and its PNG plot; returns the JSON path."""
+    """``calibration-<level>.json`` and its PNG plot; returns the JSON path. The JSON comes last and
+    whole (temp file + rename): where it exists, the level's calibration is complete."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"calibration-{record['level']}.json"
-    path.write_text(json.dumps(record, indent=1))
     plot_calibration(record, path.with_suffix(".png"))
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)
     return path

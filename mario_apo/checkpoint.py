@@ -1,7 +1,15 @@
-"""Atomic checkpoints: everything needed to continue a run exactly where it stopped."""
+"""Atomic, safe checkpoints: everything needed to continue a run exactly where it stopped.
+
+A checkpoint holds only tensors and plain Python values (numpy arrays are stored as
+tensors), so it loads with ``torch.load(weights_only=True)``: run dirs are shared
+between people and machines, and a pickle that could run code on load is refused.
+Checkpoints written before this format (numpy objects inside) are refused too; if
+you trust where one came from, ``mario-apo upgrade-checkpoint RUN_DIR`` converts it once.
+"""
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import random
@@ -12,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mario_apo.errors import CheckpointError
+from mario_apo.errors import CheckpointError, TrainingError
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -23,17 +31,44 @@ def rng_states() -> dict[str, Any]:
 
 def set_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, np.asarray(keys), *rest))
     random.setstate(states["python"])
 
 
+def as_tensors(value: Any) -> Any:
+    """``value`` with every numpy array a tensor and every numpy scalar a Python number (containers recursed)."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {key: as_tensors(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(as_tensors(item) for item in value)
+    return value
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write to a temp file in the same folder, then rename: a crash never leaves half a checkpoint."""
+    """Write to a temp file in the same folder, then rename: a crash or a full disk never leaves
+    half a checkpoint, and the previous one stays valid.
+
+    :raises TrainingError: the write failed (disk full, file size limit); the message says why
+    """
+    # Serialised in memory first: torch's own file writer reports a full disk as an opaque
+    # "unexpected pos" error, a plain write reports it as what it is (ENOSPC, EFBIG).
+    buffer = io.BytesIO()
+    torch.save(as_tensors(state), buffer)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise TrainingError(f"could not write the checkpoint {path} ({err.strerror or err})") from None
 
 
 def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
@@ -41,12 +76,42 @@ def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        # weights_only=False: the state holds numpy RNG states and anchor arrays we wrote ourselves.
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as err:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise CheckpointError(f"checkpoint {path} is corrupt or unreadable (UnpicklingError)") from None
+        raise CheckpointError(
+            f"checkpoint {path} holds more than tensors and plain values (written by mario-apo before 0.2, or "
+            "crafted), so it was not loaded; if you trust its source, convert it once with "
+            f"'mario-apo upgrade-checkpoint {path.parent}'"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}): {err}".splitlines()[0]
         ) from None
     if task is not None and state.get("task") != task:
         raise CheckpointError(f"checkpoint {path} is from task {state.get('task')!r}, not {task!r}")
     return state
+
+
+def upgrade_checkpoint(run_dir: Path) -> Path:
+    """Rewrite an older (pickled numpy) checkpoint of a *trusted* run in the safe format; the original
+    is kept beside it as ``checkpoint.pt.before-upgrade``. Returns the backup's path."""
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        pass
+    else:
+        raise CheckpointError(f"checkpoint {path} is already in the safe format; nothing to upgrade")
+    try:
+        # The one place that unpickles arbitrary objects: the user asked for it, for a run they trust.
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(err).__name__})") from None
+    backup = path.with_name(CHECKPOINT + ".before-upgrade")
+    backup.write_bytes(path.read_bytes())
+    save_checkpoint(path, state)
+    return backup

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 from mario_apo import __version__
@@ -45,6 +46,7 @@ def build_parser() -> Parser:
     _add_eval_command(commands)
     _add_suite_commands(commands)
     _add_calibrate_command(commands)
+    _add_upgrade_checkpoint_command(commands)
     train = commands.add_parser(
         "train",
         help="train PPO or APO (Anchored Policy Optimization) on a task",
@@ -145,6 +147,23 @@ def _add_suite_commands(commands: argparse._SubParsersAction) -> None:
     suite_report = suites.add_parser("report", help="Markdown report and PNG figures from the suite's local run dirs")
     suite_report.add_argument("suite_file", help="a suite file, e.g. experiments/cartpole.toml")
     suite_report.add_argument("--out", help="output folder. Default: experiments/results/<suite name>")
+    suite_status = suites.add_parser(
+        "status", help="the matrix at a glance: finished / running / interrupted (at step) / pending, and an ETA"
+    )
+    suite_status.add_argument("suite_file", help="a suite file, e.g. experiments/cartpole.toml")
+    suite_status.add_argument("--json", action="store_true", help="print the status as JSON")
+
+
+def _add_upgrade_checkpoint_command(commands: argparse._SubParsersAction) -> None:
+    upgrade = commands.add_parser(
+        "upgrade-checkpoint",
+        help="convert a trusted run's checkpoint from mario-apo < 0.2 (pickled numpy) to the safe format",
+        description="Checkpoints load with torch.load(weights_only=True): tensors and plain values only. One "
+        "written by mario-apo before 0.2 holds numpy objects and is refused. If you trust where the run came "
+        "from, this loads it once with full unpickling and rewrites it safely (the original is kept as "
+        "checkpoint.pt.before-upgrade).",
+    )
+    upgrade.add_argument("run_dir", help="a run dir, runs/<name>")
 
 
 def _add_calibrate_command(commands: argparse._SubParsersAction) -> None:
@@ -191,13 +210,28 @@ def run_calibrate(args: argparse.Namespace) -> None:
     env_cfg = env_config(args)
     for level in args.level:
         parse_task(f"mario:{level}")  # every level checked before hours of episodes
-    for level in args.level:
-        record = calibrate_level(
-            level, env_cfg, args.episodes, args.targets, args.compare_stall, args.seed, args.workers
-        )
-        path = write_calibration(record, Path(args.out))
-        rungs = ", ".join(f"{r['target']}: goal:{r['x']} ({r['rate']:.4f})" for r in record["rungs"])
-        print(f"{level}: median episode {record['median_length']:.0f} steps; rungs {rungs}; wrote {path}")
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    written = []
+    try:
+        for level in args.level:
+            record = calibrate_level(
+                level, env_cfg, args.episodes, args.targets, args.compare_stall, args.seed, args.workers
+            )
+            path = write_calibration(record, Path(args.out))
+            written.append(level)
+            rungs = ", ".join(f"{r['target']}: goal:{r['x']} ({r['rate']:.4f})" for r in record["rungs"])
+            print(f"{level}: median episode {record['median_length']:.0f} steps; rungs {rungs}; wrote {path}")
+    except KeyboardInterrupt as stopped:
+        # finished levels stay written; one cut short is not (fewer episodes would misstate its rarity)
+        left = ", ".join(level for level in args.level if level not in written)
+        print(f"mario-apo: calibrate: {stopped or 'SIGINT'}: stopped; not written: {left}", file=sys.stderr)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run_tasks(args: argparse.Namespace) -> None:
@@ -335,13 +369,22 @@ def run_eval(args: argparse.Namespace) -> None:
 def run_suite_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mario_apo.suite import load_suite, run_suite
+    from mario_apo.suite import load_suite, run_suite, suite_status
 
     suite = load_suite(Path(args.suite_file))
     if args.suite == "run":
         counts = run_suite(suite, args.jobs)
-        print(f"suite {suite.name}: {counts['done']} already finished, {counts['ran']} ran, {counts['failed']} failed")
+        line = f"suite {suite.name}: {counts['done']} already finished, {counts['ran']} ran, {counts['failed']} failed"
+        if counts["elsewhere"]:
+            line += f", {counts['elsewhere']} running elsewhere"
+        if counts["stopped"]:
+            line += f", {counts['stopped']} stopped (they keep their checkpoints; the same command resumes them)"
+        print(line)
         return 1 if counts["failed"] else 0
+    if args.suite == "status":
+        status = suite_status(suite)
+        print(json.dumps(status, indent=2) if args.json else format_status(status))
+        return 0
     from mario_apo.report import write_report
 
     report = write_report(suite, Path(args.out) if args.out else None)
@@ -349,10 +392,36 @@ def run_suite_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_status(status: dict) -> str:
+    lines = [f"suite {status['suite']}:"]
+    for cell in status["cells"]:
+        detail = {
+            "running": f"at step {cell['step']:,} ({cell.get('holder')})",
+            "interrupted": f"at step {cell['step']:,}",
+        }
+        lines.append(f"  {cell['run']:<44} {cell['state']:<12} {detail.get(cell['state'], '')}".rstrip())
+    counts = ", ".join(f"{count} {state}" for state, count in status["counts"].items())
+    eta = status["eta_seconds"]
+    when = (
+        f"~{eta / 3600:.1f} h at {status['steps_per_second']:.0f} steps/s" if eta is not None else "no finished run yet"
+    )
+    lines.append(f"{counts}; {status['remaining_steps']:,} agent steps to go: {when}")
+    return "\n".join(lines)
+
+
+def run_upgrade_checkpoint(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from mario_apo.checkpoint import upgrade_checkpoint
+
+    backup = upgrade_checkpoint(Path(args.run_dir))
+    print(f"upgraded {Path(args.run_dir) / 'checkpoint.pt'} to the safe format; the original is {backup}")
+
+
 def run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mario_apo.runs import create_run, load_run_config
+    from mario_apo.runs import RunLock, create_run, load_run_config
     from mario_apo.tasks import parse_task
     from mario_apo.train import train
 
@@ -374,7 +443,8 @@ def run_train(args: argparse.Namespace) -> int:
         run_dir = create_run(cfg)
         print(f"run dir: {run_dir}", file=sys.stderr)
     try:
-        summary = train(cfg, run_dir, resume=bool(args.resume))
+        with RunLock(run_dir):  # held until the process ends; the OS releases it even after kill -9
+            summary = train(cfg, run_dir, resume=bool(args.resume))
     except TrainingError as err:
         print(f"mario-apo: training stopped: {err}; the last good checkpoint in {run_dir} is kept", file=sys.stderr)
         return 1
@@ -401,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_suite_command(args)
         elif args.command == "calibrate":
             run_calibrate(args)
+        elif args.command == "upgrade-checkpoint":
+            run_upgrade_checkpoint(args)
     except UsageError as err:
         print(f"mario-apo: error: {err}", file=sys.stderr)
         return USAGE_ERROR

@@ -168,6 +168,7 @@ class LogConfig:
     wandb_project: str = option("mario-apo", "W&B project")
     wandb_group: str = option("", "W&B group (empty: the task string)")
     wandb_tags: list[str] = option([], "extra comma-separated W&B tags (algo and task are always added)")
+    tensorboard: bool = option(False, "also write TensorBoard event files (<run dir>/tensorboard/, same metric names)")
     checkpoint_every: int = option(50, "save a checkpoint every N updates (and always at the end)", bound="positive")
     progress: bool = option(True, "show a progress bar")
     eval_every: int = option(

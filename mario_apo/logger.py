@@ -1,20 +1,37 @@
-"""Metrics to local files (always) and to Weights & Biases (offline by default).
+"""Metrics to local files (always), to Weights & Biases (offline by default) and, on request, TensorBoard.
 
 ``metrics.jsonl`` holds one JSON object per log call, every scalar with its
 ``global_step`` (agent steps over all envs), so nothing depends on the cloud.
-W&B uses ``global_step`` as the x-axis of every metric.
+W&B and TensorBoard use ``global_step`` as the x-axis of every metric, under the
+same names. A line is written whole and flushed; a run killed mid-write can leave
+a torn last line, which ``read_metrics`` (and a resumed run) skips.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mario_apo.errors import TrainingError
+
+TENSORBOARD_DIR = "tensorboard"
+
+
+def read_metrics(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of a metrics.jsonl, skipping a line torn by a kill mid-write."""
+    with path.open() as lines:
+        for line in lines:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
 
 class RunLogger:
-    """Appends to ``<run_dir>/metrics.jsonl`` and mirrors to a W&B run."""
+    """Appends to ``<run_dir>/metrics.jsonl`` and mirrors to a W&B run (and TensorBoard event files)."""
 
     def __init__(self, run_dir: Path, config: dict[str, Any], resume_step: int | None = None):
         """
@@ -23,15 +40,19 @@ class RunLogger:
         """
         self.path = run_dir / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
-            kept = [
-                line for line in self.path.read_text().splitlines() if json.loads(line)["global_step"] <= resume_step
-            ]
+            kept = [json.dumps(r) for r in read_metrics(self.path) if r["global_step"] <= resume_step]
             self.path.write_text("".join(line + "\n" for line in kept))
         self._file = self.path.open("a")
-        self._wandb = None
+        self._wandb = self._tensorboard = None
         log_cfg = config["log"]
         if log_cfg["wandb"] != "disabled":
             self._wandb = self._init_wandb(run_dir, config, log_cfg)
+        if log_cfg.get("tensorboard"):
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step: events the interrupted process wrote after the checkpoint are dropped
+            purge = None if resume_step is None else resume_step + 1
+            self._tensorboard = SummaryWriter(str(run_dir / TENSORBOARD_DIR), purge_step=purge)
 
     @staticmethod
     def _init_wandb(run_dir: Path, config: dict[str, Any], log_cfg: dict[str, Any]):
@@ -53,23 +74,36 @@ class RunLogger:
         run.define_metric("*", step_metric="global_step")
         return run
 
+    def _write(self, record: dict[str, Any]) -> None:
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as err:
+            raise TrainingError(f"could not write a metrics line to {self.path} ({err})") from None
+
     def log(self, global_step: int, metrics: dict[str, Any]) -> None:
         record = {"global_step": global_step, **metrics}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        self._write(record)
         if self._wandb is not None:
             self._wandb.log(record)
+        if self._tensorboard is not None:
+            for name, value in metrics.items():
+                self._tensorboard.add_scalar(name, value, global_step)
 
     def log_video(self, global_step: int, key: str, path: Path) -> None:
         """A video file as W&B media (the file itself stays in the run dir)."""
-        self._file.write(json.dumps({"global_step": global_step, key: str(path)}) + "\n")
-        self._file.flush()
+        self._write({"global_step": global_step, key: str(path)})
         if self._wandb is not None:
             import wandb
 
             self._wandb.log({"global_step": global_step, key: wandb.Video(str(path), format=path.suffix[1:])})
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:
+            pass  # the write that failed was already reported; what it left unflushed is lost either way
         if self._wandb is not None:
             self._wandb.finish()
+        if self._tensorboard is not None:
+            self._tensorboard.close()

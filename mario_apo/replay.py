@@ -133,4 +133,4 @@ def stored_frames_by_episode(run_dir: Path) -> dict[int, np.ndarray]:
     """Episode id -> stored 84x84 frames, from the run's checkpoint (for step-by-step checks)."""
     state = load_checkpoint(run_dir / "checkpoint.pt")
     anchors = (state.get("anchors") or {}).get("anchors", [])
-    return {a["episode_id"]: a["frames"] for a in anchors}
+    return {a["episode_id"]: np.asarray(a["frames"]) for a in anchors}

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mario_apo import stats
+from mario_apo.logger import read_metrics
 from mario_apo.suite import RunSpec, Suite, expand
 
 GRID_POINTS = 50
@@ -47,8 +48,7 @@ class RunData:
 def load_run(run_dir: Path, spec: RunSpec) -> RunData:
     steps, success, returns, episode_returns = [], [], [], []
     first_success = None
-    for line in (run_dir / "metrics.jsonl").open():
-        record = json.loads(line)
+    for record in read_metrics(run_dir / "metrics.jsonl"):
         if "charts/SPS" in record:
             steps.append(record["global_step"])
             success.append(record.get("charts/success_rate", 0.0))

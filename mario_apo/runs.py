@@ -1,4 +1,4 @@
-"""Run dirs: create one with its ``config.json``, read a saved config back.
+"""Run dirs: create one with its ``config.json``, read a saved config back, lock it while training.
 
 Kept apart from the training loop so that ``eval``, ``replay``, ``bench`` and the
 suite runner can read a run's settings without importing it.
@@ -6,8 +6,11 @@ suite runner can read a run's settings without importing it.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import platform
+import socket
 import subprocess
 import uuid
 from datetime import datetime
@@ -16,7 +19,63 @@ from typing import Any
 
 import mario_apo
 from mario_apo.config import RunConfig
-from mario_apo.errors import CheckpointError
+from mario_apo.errors import CheckpointError, UsageError
+
+LOCK = ".lock"
+
+
+class RunLocked(UsageError):
+    """Another process is training this run dir."""
+
+
+class RunLock:
+    """An exclusive OS lock (``flock``) on a run dir for a training process's whole life.
+
+    The OS releases it when the process ends in any way (``kill -9`` included), so it is
+    never stale. The lock file names its holder (pid and host) for the error message;
+    a process that fails to get the lock writes nothing.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / LOCK
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunLocked(
+                f"{self.path.parent} is being trained by {holder}: wait for it to finish, or stop it "
+                "(SIGTERM checkpoints it); two processes on one run dir would corrupt it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None
+
+
+def lock_holder(run_dir: Path) -> str | None:
+    """Who holds the run dir's lock ("pid P on host H"), or None when nobody trains it (writes nothing)."""
+    try:
+        fd = os.open(run_dir / LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a shared probe fails only while a trainer holds it
+    except BlockingIOError:
+        return os.read(fd, 200).decode(errors="replace").strip() or "another process"
+    else:
+        return None
+    finally:
+        os.close(fd)
 
 
 def default_run_name(cfg: RunConfig) -> str:

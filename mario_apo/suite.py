@@ -30,18 +30,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import tomllib
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from mario_apo.errors import SuiteError, TaskError, UsageError
 from mario_apo.flags import resolve_run_config, train_parser
+from mario_apo.runs import lock_holder
 from mario_apo.tasks import parse_task
 
 
@@ -134,9 +138,12 @@ def expand(suite: Suite) -> list[RunSpec]:
 
 
 def run_state(run_dir: Path) -> str:
-    """``done``, ``resume`` (has a checkpoint), ``stale`` (died before its first checkpoint) or ``new``."""
+    """``done``, ``running`` (a process holds its lock), ``resume`` (has a checkpoint), ``stale`` (died
+    before its first checkpoint) or ``new``."""
     if (run_dir / "summary.json").exists():
         return "done"
+    if lock_holder(run_dir):
+        return "running"
     if (run_dir / "checkpoint.pt").exists():
         return "resume"
     return "stale" if run_dir.exists() else "new"
@@ -156,8 +163,8 @@ def _flags(values: dict[str, Any]) -> list[str]:
 def train_command(suite: Suite, spec: RunSpec, state: str, threads: int) -> list[str]:
     base = [sys.executable, "-m", "mario_apo.cli", "train", "--no-progress"]
     run_dir = suite.runs_dir / spec.name
-    if state == "resume":
-        return base + ["--resume", str(run_dir)]
+    if state == "resume":  # the suite's budget, so that raising total_steps in the file extends its runs
+        return base + ["--total-steps", str(suite.total_steps), "--resume", str(run_dir)]
     flags = dict(suite.train)
     flags.update(suite.algos[spec.label])
     return (
@@ -186,54 +193,130 @@ def train_command(suite: Suite, spec: RunSpec, state: str, threads: int) -> list
     )
 
 
+class _Children:
+    """The runner's live ``mario-apo train`` processes. Each runs in its own session, so a Ctrl-C in
+    the terminal reaches only the runner, which forwards one SIGTERM to each: every run finishes
+    its update and checkpoints, and no new run starts. A second signal is forwarded too (abort)."""
+
+    def __init__(self):
+        self.stopping = False
+        self._procs: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+
+    def run(self, command: list[str], log: Path, env: dict[str, str]) -> int | None:
+        """The exit code of ``command``, or None if the runner is stopping and it was not started."""
+        with self._lock, log.open("a") as out:
+            if self.stopping:
+                return None
+            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            self._procs.add(proc)
+        code = proc.wait()
+        with self._lock:
+            self._procs.discard(proc)
+        return code
+
+    def stop(self, signum, frame) -> None:
+        self.stopping = True
+        tqdm.write(f"suite: {signal.Signals(signum).name}: stopping the runs (each checkpoints), starting no new one")
+        with self._lock:
+            for proc in self._procs:
+                proc.send_signal(signal.SIGTERM)
+
+
 def run_suite(suite: Suite, jobs: int | None = None) -> dict[str, int]:
-    """Run every unfinished cell with at most ``jobs`` processes; returns counts by outcome."""
+    """Run every unfinished cell with at most ``jobs`` processes; returns counts by outcome:
+    ``done`` (finished before), ``ran``, ``failed``, ``elsewhere`` (locked by another runner or
+    process) and ``stopped`` (interrupted by a stop signal; they resume next time)."""
     jobs = jobs or suite.jobs
     cores = os.cpu_count() or 1
     threads = max(1, cores // jobs)  # jobs x threads <= cores: no oversubscription
     suite.runs_dir.mkdir(parents=True, exist_ok=True)
     specs = expand(suite)
-    counts = {"done": 0, "ran": 0, "failed": 0}
+    counts = {"done": 0, "ran": 0, "failed": 0, "elsewhere": 0, "stopped": 0}
     todo = []
     for spec in specs:
         state = run_state(suite.runs_dir / spec.name)
-        if state == "done":
-            counts["done"] += 1
+        if state in ("done", "running"):
+            counts["done" if state == "done" else "elsewhere"] += 1
             continue
         if state == "stale":  # config and metrics of a run that never reached a checkpoint
             shutil.rmtree(suite.runs_dir / spec.name)
             state = "new"
         todo.append((spec, state))
+    if not todo and counts["elsewhere"]:
+        raise SuiteError(
+            f"every unfinished run of suite {suite.name} ({counts['elsewhere']}) is being trained elsewhere; "
+            f"'mario-apo suite status {suite.path}' shows them"
+        )
     if suite.random_policy_episodes:
         measure_random_policies(suite)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    children = _Children()
 
-    def launch(spec: RunSpec, state: str) -> tuple[RunSpec, int]:
-        log = suite.runs_dir / f"{spec.name}.log"
-        with log.open("a") as out:
-            proc = subprocess.run(
-                train_command(suite, spec, state, threads), stdout=out, stderr=subprocess.STDOUT, env=env
-            )
-        return spec, proc.returncode
+    def launch(spec: RunSpec, state: str) -> tuple[RunSpec, str]:
+        run_dir = suite.runs_dir / spec.name
+        code = children.run(train_command(suite, spec, state, threads), suite.runs_dir / f"{spec.name}.log", env)
+        if code is None or (code == 0 and not (run_dir / "summary.json").exists()):
+            return spec, "stopped"
+        if code == 2 and lock_holder(run_dir):  # another runner started it between our look and our start
+            return spec, "elsewhere"
+        return spec, "ran" if code == 0 else "failed"
 
-    with tqdm(total=len(specs), initial=counts["done"], desc=f"suite {suite.name}", unit="run") as progress:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(launch, spec, state) for spec, state in todo]
-            for future in as_completed(futures):
-                spec, code = future.result()
-                counts["ran" if code == 0 else "failed"] += 1
-                if code != 0:
-                    tqdm.write(f"suite {suite.name}: {spec.name} exited {code}; see {suite.runs_dir / spec.name}.log")
-                progress.update()
+    previous = {signum: signal.signal(signum, children.stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with tqdm(total=len(specs), initial=counts["done"], desc=f"suite {suite.name}", unit="run") as progress:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                for future in as_completed([pool.submit(launch, spec, state) for spec, state in todo]):
+                    spec, outcome = future.result()
+                    counts[outcome] += 1
+                    if outcome == "failed":
+                        tqdm.write(f"suite {suite.name}: {spec.name} failed; see {suite.runs_dir / spec.name}.log")
+                    progress.update()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return counts
+
+
+def suite_status(suite: Suite) -> dict[str, Any]:
+    """Every cell's state (finished, running, interrupted at a step, pending) and an ETA from the
+    measured SPS of finished runs, for ``mario-apo suite status``."""
+    from mario_apo.logger import read_metrics
+
+    cells, sps = [], []
+    names = {"done": "finished", "running": "running", "resume": "interrupted", "stale": "pending", "new": "pending"}
+    for spec in expand(suite):
+        run_dir = suite.runs_dir / spec.name
+        state = names[run_state(run_dir)]
+        cell = {"run": spec.name, "task": spec.task, "algo": spec.label, "seed": spec.seed, "state": state, "step": 0}
+        if state != "pending" and (run_dir / "metrics.jsonl").exists():
+            updates = [r for r in read_metrics(run_dir / "metrics.jsonl") if "charts/SPS" in r]
+            cell["step"] = updates[-1]["global_step"] if updates else 0
+            if state == "finished" and updates:
+                sps.append(float(np.mean([r["charts/SPS"] for r in updates])))
+        if state == "running":
+            cell["holder"] = lock_holder(run_dir)
+        cells.append(cell)
+    remaining = sum(suite.total_steps - cell["step"] for cell in cells if cell["state"] != "finished")
+    rate = float(np.median(sps)) * suite.jobs if sps else None
+    counts = {
+        state: sum(cell["state"] == state for cell in cells)
+        for state in ("finished", "running", "interrupted", "pending")
+    }
+    return {
+        "suite": suite.name,
+        "cells": cells,
+        "counts": counts,
+        "remaining_steps": remaining,
+        "steps_per_second": rate,
+        "eta_seconds": remaining / rate if rate else None,
+    }
 
 
 def measure_random_policies(suite: Suite) -> dict[str, dict[str, float]]:
     """Success rate of a uniform-random policy per task (the rarity axis of the ladder plot), under the
     env settings the suite's first algo trains with, played by ``mario-apo calibrate``'s code."""
     from dataclasses import asdict
-
-    import numpy as np
 
     from mario_apo.calibrate import random_episodes
     from mario_apo.stats import wilson_interval

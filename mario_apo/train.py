@@ -98,27 +98,34 @@ class StageTimer:
         return {f"perf/{stage}_fraction": seconds / total for stage, seconds in self.seconds.items()}
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 class StopRequest:
-    """First Ctrl-C: finish the current update, checkpoint, exit cleanly. Second: abort now."""
+    """First Ctrl-C or SIGTERM (``kill``, ``docker stop``): finish the current update, checkpoint,
+    exit cleanly. A second one: abort now."""
 
     def __init__(self):
         self.requested = False
-        self._previous = signal.getsignal(signal.SIGINT)
+        self._previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
 
     def __enter__(self) -> StopRequest:
-        signal.signal(signal.SIGINT, self._handle)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        name = signal.Signals(signum).name
         tqdm.write(
-            "mario-apo: stopping after this update to save a checkpoint (Ctrl-C again to abort)", file=sys.stderr
+            f"mario-apo: {name}: stopping after this update to save a checkpoint (again to abort)", file=sys.stderr
         )
 
     def __exit__(self, *exc) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
@@ -182,6 +189,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: Path, resume: bool):
         self.cfg, self.run_dir = cfg, run_dir
         self.task = parse_task(cfg.task)
+        self.frames_per_step = cfg.env.frame_skip if self.task.is_mario else 1  # NES frames per agent step
         ppo = cfg.ppo
         self.streams = SeedStreams(cfg.seed)
         seed_everything(self.streams, cfg.torch_threads)
@@ -328,6 +336,7 @@ class Trainer:
                 "charts/learning_rate": self.optimizer.param_groups[0]["lr"],
                 "charts/clip_coef": clip_coef,
                 "charts/update": state.update,
+                "charts/frames": state.global_step * self.frames_per_step,
                 "charts/episodes": state.episodes_done,
                 **state.window_metrics(),
                 **self.timer.fractions(),
@@ -399,7 +408,10 @@ class Trainer:
             "return_mean_100": window.get("charts/return_mean_100", 0.0),
         }
         if not summary["interrupted"]:  # the suite runner skips finished runs
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            try:
+                (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            except OSError as err:
+                raise TrainingError(f"could not write {self.run_dir / 'summary.json'} ({err})") from None
         return summary
 
 

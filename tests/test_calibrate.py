@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -88,3 +92,24 @@ def test_calibrate_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, valid):
     assert main(["calibrate", "--out", str(tmp_path / "out"), *argv]) == 2
     assert_one_line_error(capsys.readouterr().err, valid)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_calibrate_cleanly_keeping_finished_levels(tmp_path):
+    out = tmp_path / "calibration"
+    command = [sys.executable, "-m", "mario_apo.cli", "calibrate", "--level", "1-1", "4-1", "--out", str(out)]
+    proc = subprocess.Popen(
+        [*command, "--episodes", "16", "--max-episode-steps", "100", "--workers", "2"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not (out / "calibration-1-1.json").exists():  # the first level done
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(1.0)  # the second level under way
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert "SIGTERM: stopped; not written: 4-1" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["calibration-1-1.json", "calibration-1-1.png"]

@@ -1,11 +1,16 @@
-"""Checkpoint files: round trip, and bad checkpoints refused with one line, exit 2, nothing lost."""
+"""Checkpoint files: round trip; bad, crafted and old-format checkpoints refused with one line, exit 2, nothing
+lost, no code run; the one-off upgrade of an old checkpoint."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
 from mario_apo.checkpoint import load_checkpoint, save_checkpoint
+from mario_apo.cli import main
 
 from conftest import assert_one_line_error, run_train
 
@@ -37,3 +42,63 @@ def test_bad_checkpoint_on_resume_is_one_line_exit_2_and_nothing_lost(tmp_path, 
     assert proc.returncode == 2
     assert_one_line_error(proc.stderr, "corrupt" if damage == "corrupt" else "from task 'mountaincar'")
     assert (checkpoint.read_bytes(), (run_dir / "metrics.jsonl").read_bytes()) == before
+
+
+class CreatesAFileWhenUnpickled:
+    """What a crafted checkpoint can hold: unpickling it calls ``open(path, "w")``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+@pytest.fixture
+def cartpole_run(tmp_path) -> Path:
+    made = run_train(tmp_path, "--name run --algo apo --task cartpole --total-steps 512", timeout=120)
+    assert made.returncode == 0, made.stderr
+    return tmp_path / "run"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["eval", "resume"])
+def test_a_crafted_checkpoint_is_refused_and_runs_no_code(cartpole_run, tmp_path, command, capsys):
+    marker = tmp_path / "pwned"
+    state = torch.load(cartpole_run / "checkpoint.pt", weights_only=True)
+    state["payload"] = CreatesAFileWhenUnpickled(marker)
+    torch.save(state, cartpole_run / "checkpoint.pt")
+    torch.load(cartpole_run / "checkpoint.pt", weights_only=False)  # the payload is live: full unpickling runs it
+    assert marker.exists()
+    marker.unlink()
+    if command == "eval":
+        assert main(["eval", str(cartpole_run), "--episodes", "1"]) == 2
+        stderr = capsys.readouterr().err
+    else:
+        proc = run_train(tmp_path, f"--resume {cartpole_run}", timeout=120)
+        assert proc.returncode == 2
+        stderr = proc.stderr
+    assert_one_line_error(stderr, "holds more than tensors and plain values")
+    assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_an_old_format_checkpoint_is_refused_until_upgraded_once(cartpole_run, capsys):
+    state = torch.load(cartpole_run / "checkpoint.pt", weights_only=True)
+    # mario-apo < 0.2 pickled numpy objects: the RNG state tuple and the anchors' arrays
+    state["rng"]["numpy"] = np.random.get_state()
+    for anchor in state["anchors"]["anchors"]:
+        for key in ("frames", "logprobs", "actions"):
+            anchor[key] = anchor[key].numpy()
+    torch.save(state, cartpole_run / "checkpoint.pt")
+
+    assert main(["eval", str(cartpole_run), "--episodes", "1"]) == 2
+    assert_one_line_error(capsys.readouterr().err, f"mario-apo upgrade-checkpoint {cartpole_run}")
+    assert main(["upgrade-checkpoint", str(cartpole_run)]) == 0
+    assert (cartpole_run / "checkpoint.pt.before-upgrade").exists()
+    upgraded = load_checkpoint(cartpole_run / "checkpoint.pt")
+    assert upgraded["global_step"] == 512 and torch.is_tensor(upgraded["anchors"]["anchors"][0]["frames"])
+    assert main(["eval", str(cartpole_run), "--episodes", "1"]) == 0
+    capsys.readouterr()
+    assert main(["upgrade-checkpoint", str(cartpole_run)]) == 2  # already safe: nothing to do
+    assert_one_line_error(capsys.readouterr().err, "already in the safe format")

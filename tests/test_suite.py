@@ -1,15 +1,24 @@
-"""Suites: matrix expansion, bad suite files, skip/resume, the random-policy baseline, a tiny real suite."""
+"""Suites: matrix expansion, bad suite files, skip/resume, locks shared by runners, SIGTERM, status, the
+random-policy baseline, a tiny real suite."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from mario_apo.checkpoint import load_checkpoint
 from mario_apo.cli import main
 from mario_apo.errors import SuiteError
+from mario_apo.runs import RunLock, lock_holder
 from mario_apo.suite import expand, load_suite, measure_random_policies, run_state, train_command
 
 from conftest import assert_one_line_error
@@ -132,3 +141,52 @@ def test_the_suites_action_set_reaches_the_random_policy_baseline(tmp_path, monk
     suite.random_policy_episodes = 2
     measured = measure_random_policies(suite)["mario:1-1:goal:300"]
     assert measured["env"]["action_set"] == "right" and measured["episodes"] == 2
+
+
+def hold_locks(run_dirs):
+    """Hold the run-dir locks as another runner's training processes would."""
+    stack = contextlib.ExitStack()
+    for run_dir in run_dirs:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(RunLock(run_dir))
+    return stack
+
+
+def test_a_suite_whose_every_unfinished_run_is_trained_elsewhere_is_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = write_suite(tmp_path, TINY)
+    suite = load_suite(path)
+    with hold_locks(suite.runs_dir / spec.name for spec in expand(suite)):
+        assert main(["suite", "run", str(path)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "is being trained elsewhere")
+
+
+@pytest.mark.slow
+def test_two_runners_share_a_suite_and_sigterm_stops_one_with_checkpoints(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = write_suite(tmp_path, TINY.replace("total_steps = 2048", "total_steps = 400000"))
+    suite = load_suite(path)
+    held, *others = [suite.runs_dir / spec.name for spec in expand(suite)]
+    with hold_locks([held]):
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "mario_apo.cli", "suite", "run", str(path)], stdout=subprocess.PIPE, text=True
+        )
+        deadline = time.time() + 120
+        while not all((run_dir / "checkpoint.pt").exists() for run_dir in others[:2]):  # jobs = 2
+            assert runner.poll() is None and time.time() < deadline
+            time.sleep(0.2)
+        assert main(["suite", "status", str(path), "--json"]) == 0
+        status = {cell["run"]: cell for cell in json.loads(capsys.readouterr().out)["cells"]}
+        assert status[held.name]["state"] == "running" and f"pid {os.getpid()}" in status[held.name]["holder"]
+        assert [status[d.name]["state"] for d in others] == ["running", "running", "pending"]
+        runner.send_signal(signal.SIGTERM)
+        out, _ = runner.communicate(timeout=120)
+    assert runner.returncode == 0
+    assert "0 ran, 0 failed, 1 running elsewhere, 3 stopped" in out
+    for run_dir in others[:2]:  # each finished its update and checkpointed; none is locked any more
+        step = load_checkpoint(run_dir / "checkpoint.pt")["global_step"]
+        assert step > 0 and step == json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["global_step"]
+        assert lock_holder(run_dir) is None and not (run_dir / "summary.json").exists()
+    assert main(["suite", "status", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "2 interrupted, 2 pending" in text and "at step" in text
