@@ -20,6 +20,7 @@ bootstrapped from its final observation.
 from __future__ import annotations
 
 import functools
+import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,10 +124,19 @@ def make_vec_env(task: Task, cfg: EnvConfig, num_envs: int) -> gym.vector.Vector
     """
     if num_envs < 1:
         raise TaskError(f"--num-envs must be a positive integer, got {num_envs}")
-    env_fns = [functools.partial(make_env, task, cfg) for _ in range(num_envs)]
     if task.is_mario:
+        env_fns = [functools.partial(_make_worker_env, task, cfg) for _ in range(num_envs)]
         return AsyncVectorEnv(env_fns, shared_memory=True, autoreset_mode=AutoresetMode.SAME_STEP)
+    env_fns = [functools.partial(make_env, task, cfg) for _ in range(num_envs)]
     return SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+def _make_worker_env(task: Task, cfg: EnvConfig) -> gym.Env:
+    """``make_env`` in an env worker process, which leaves Ctrl-C to the trainer: a terminal sends
+    SIGINT to every process of its group, and a worker interrupted mid-step would end the run
+    instead of letting the trainer finish its update and checkpoint (it closes the workers)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return make_env(task, cfg)
 
 
 def task_listing() -> str:

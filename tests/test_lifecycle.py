@@ -198,3 +198,22 @@ def test_a_torn_last_metrics_line_is_tolerated_by_resume_and_report(tmp_path):
     resumed = run_train(tmp_path, f"--resume {run_dir} --total-steps 1536")
     assert resumed.returncode == 0, resumed.stderr
     assert metric_steps(run_dir) == [256, 512, 768, 1024, 1280, 1536]
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_stops_a_mario_run_with_a_checkpoint(tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group, the env workers too: the run must still
+    finish its update and checkpoint, not die of an interrupted worker."""
+    run_dir = tmp_path / "run"
+    flags = "--algo ppo --level 1-1 --num-envs 2 --num-steps 32 --num-minibatches 2 --total-steps 100000"
+    command = TRAIN + ["--run-dir", str(tmp_path), *f"{flags} --name run --checkpoint-every 1000".split()]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for_updates(run_dir, 2, proc)
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal does
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "env worker failed" not in err and "Traceback" not in err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert (
+        summary["interrupted"] and load_checkpoint(run_dir / "checkpoint.pt")["global_step"] == summary["global_step"]
+    )
