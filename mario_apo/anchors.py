@@ -80,6 +80,8 @@ class Anchor:
     """The PPO update during which it was admitted (for ``anchor/mean_age_updates``)."""
     sticky_seed: int | None = None
     """With ``actions``, reproduces a sticky-action episode on the emulator (None: deterministic env)."""
+    discounted_return: float = 0.0
+    """Sum of gamma^t r_t (``--anchor-rank discounted``)."""
 
     @property
     def length(self) -> int:
@@ -91,7 +93,8 @@ class Anchor:
 
 
 class AnchorBuffer:
-    """Top-K episodes by return, capped in MB, sampled uniformly over their states."""
+    """Top-K episodes by rank (``--anchor-rank``, ties by ``--anchor-ties``), capped in MB, sampled
+    uniformly over their states."""
 
     def __init__(self, cfg: AnchorConfig, num_envs: int, frame_stack: int | None, rng: np.random.Generator):
         """
@@ -148,28 +151,41 @@ class AnchorBuffer:
         """Drop partly recorded episodes (the envs were reset, e.g. on resume)."""
         self._open = [[] for _ in self._open]
 
+    def rank_key(self, value: float, episode_id: int) -> tuple[float, int]:
+        """Sort key, best first: the higher rank value, then the tie rule (older: the smaller episode id
+        first, so the first found survives eviction; newer: the larger id first, so the newest does)."""
+        return -value, episode_id if self.cfg.anchor_ties == "older" else -episode_id
+
+    def _rank_value(self, episode_return: float, discounted_return: float) -> float:
+        return discounted_return if self.cfg.anchor_rank == "discounted" else episode_return
+
+    def _key(self, anchor: Anchor) -> tuple[float, int]:
+        return self.rank_key(self._rank_value(anchor.episode_return, anchor.discounted_return), anchor.episode_id)
+
     def _close(self, chunks, episode: EpisodeEnd, update: int) -> Anchor | None:
         self._episodes_seen += 1
-        ret, success = float(episode.episode_return), bool(episode.success)
-        if self.cfg.anchor_admit == "success" and not success:
+        if self.cfg.anchor_admit == "success" and not episode.success:
             return None
-        if len(self.anchors) >= self.cfg.anchors and ret <= self.worst_return:
-            return None  # ties keep the anchor found first
+        value = self._rank_value(float(episode.episode_return), float(episode.discounted_return))
+        if len(self.anchors) >= self.cfg.anchors and self.rank_key(value, self._episodes_seen) > self._key(
+            self.anchors[-1]
+        ):
+            return None  # it would rank below the worst anchor (arrays are built only for episodes that enter)
         frames, logprobs, actions = (np.concatenate(parts) for parts in zip(*chunks, strict=True))
         anchor = Anchor(
             frames=frames,
             logprobs=logprobs.astype(np.float32),
             actions=actions.astype(np.int64),
-            episode_return=ret,
-            success=success,
+            episode_return=float(episode.episode_return),
+            success=bool(episode.success),
             max_x=int(episode.max_x),
             sticky_seed=episode.sticky_seed,
+            discounted_return=float(episode.discounted_return),
             episode_id=self._episodes_seen,
             admitted_update=update,
         )
         self.anchors.append(anchor)
-        # Best first; among equal returns the older (smaller id) first, so it survives eviction.
-        self.anchors.sort(key=lambda a: (-a.episode_return, a.episode_id))
+        self.anchors.sort(key=self._key)
         del self.anchors[self.cfg.anchors :]
         while self.nbytes > self.cfg.anchor_max_mb * 2**20 and len(self.anchors) > 1:
             self.anchors.pop()
@@ -184,10 +200,6 @@ class AnchorBuffer:
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.anchors)
-
-    @property
-    def worst_return(self) -> float:
-        return self.anchors[-1].episode_return
 
     @property
     def best(self) -> Anchor | None:
@@ -218,9 +230,15 @@ class AnchorBuffer:
     def metrics(self, update: int) -> dict[str, float]:
         metrics = {"anchor/count": len(self.anchors), "anchor/mb": self.nbytes / 2**20}
         if self.anchors:
+            logprobs = np.concatenate([a.logprobs for a in self.anchors])
             metrics["anchor/best_return"] = self.anchors[0].episode_return
             metrics["anchor/mean_age_updates"] = float(np.mean([update - a.admitted_update for a in self.anchors]))
             metrics["anchor/steps"] = sum(a.length for a in self.anchors)
+            metrics["anchor/mean_length"] = metrics["anchor/steps"] / len(self.anchors)
+            metrics["anchor/success_count"] = sum(a.success for a in self.anchors)
+            # the anchors' own entropy: near ln(actions) means they are near-uniform early episodes, and
+            # the KL term then acts as an entropy regulariser rather than an anchor
+            metrics["anchor/p_best_entropy"] = float(-(np.exp(logprobs) * logprobs).sum(-1).mean())
         return metrics
 
     # -- checkpointing -------------------------------------------------------------------
@@ -280,6 +298,7 @@ class Anchoring(NoAnchoring):
         self.task, self.env_cfg, self.video_every = task, cfg.env, cfg.log.video_every
         self.buffer = AnchorBuffer(cfg.anchor, cfg.ppo.num_envs, cfg.env.frame_stack if task.is_mario else None, rng)
         self.beta = self.cfg.beta
+        self._admitted: list[Anchor] = []  # in this update
         self._last_video = (None, -(10**9))  # episode id and update of the last best-anchor video
 
     def start_update(self, run_fraction: float) -> None:
@@ -291,7 +310,7 @@ class Anchoring(NoAnchoring):
             self.beta = self.cfg.beta
 
     def record(self, rollout: Rollout, update: int) -> None:
-        self.buffer.record_rollout(
+        self._admitted = self.buffer.record_rollout(
             rollout.obs.numpy(),
             rollout.behaviour_logprobs.numpy(),
             rollout.actions.numpy(),
@@ -308,7 +327,7 @@ class Anchoring(NoAnchoring):
         return self.beta * terms["anchor/kl"]
 
     def metrics(self, update: int) -> dict[str, float]:
-        return {"anchor/beta": self.beta, **self.buffer.metrics(update)}
+        return {"anchor/beta": self.beta, "anchor/admitted": len(self._admitted), **self.buffer.metrics(update)}
 
     def state_dict(self) -> dict[str, Any]:
         return self.buffer.state_dict()
@@ -332,6 +351,7 @@ class Anchoring(NoAnchoring):
                     "max_x": a.max_x,
                     "admitted_update": a.admitted_update,
                     "sticky_seed": a.sticky_seed,
+                    "discounted_return": a.discounted_return,
                     "actions": a.actions.tolist(),
                 }
                 for rank, a in enumerate(self.buffer.anchors)

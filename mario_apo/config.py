@@ -21,6 +21,8 @@ ALGOS = ("ppo", "apo")
 BETA_SCHEDULES = ("constant", "linear-decay", "linear-warmup")
 ANCHOR_KL_DIRECTIONS = ("forward", "reverse")
 ANCHOR_ADMIT = ("top", "success")
+ANCHOR_RANKS = ("return", "discounted")
+ANCHOR_TIES = ("older", "newer")
 WANDB_MODES = ("offline", "online", "disabled")
 
 
@@ -144,7 +146,19 @@ class AnchorConfig:
         64, "anchor states sampled for the KL term at every PPO minibatch step", bound="positive"
     )
     anchor_admit: str = option(
-        "top", "top: any episode in the top K by return; success: only goal-reaching episodes", choices=ANCHOR_ADMIT
+        "top", "top: any episode in the top K by rank; success: only goal-reaching episodes", choices=ANCHOR_ADMIT
+    )
+    anchor_rank: str = option(
+        "return",
+        "what ranks episodes: return, or discounted (sum of gamma^t r_t with the run's gamma: on 0/1 rewards a "
+        "faster success outranks a slower one; on CartPole and MountainCar the same order as return)",
+        choices=ANCHOR_RANKS,
+    )
+    anchor_ties: str = option(
+        "older",
+        "which of two equally ranked episodes stays: older (the first found) or newer (so the anchors follow "
+        "the current policy's best episodes)",
+        choices=ANCHOR_TIES,
     )
     anchor_kl: str = option(
         "forward",

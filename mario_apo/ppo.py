@@ -35,6 +35,8 @@ class EpisodeEnd(NamedTuple):
     """Cut by a time limit or stall truncation (bootstrapped), not terminated by the game."""
     sticky_seed: int | None = None
     """With the actions, reproduces a sticky-action Mario episode (None without sticky actions)."""
+    discounted_return: float = 0.0
+    """Sum of gamma^t r_t over the episode's env rewards, with the run's gamma (an anchor rank)."""
 
 
 @dataclass

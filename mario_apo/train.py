@@ -210,6 +210,7 @@ class Trainer:
             obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
             self.rollout = Rollout.allocate(ppo.num_steps, ppo.num_envs, obs_space.shape, obs_dtype, action_space.n)
             self.timer = StageTimer()
+            self.episode_discounted_returns, self.episode_discounts = np.zeros(ppo.num_envs), np.ones(ppo.num_envs)
             # Resumed envs start fresh episodes (emulator state is not checkpointed) from fresh
             # seeds, so a resumed run does not replay its first episodes.
             self.next_obs = self.envs.reset(self.streams.env_seeds(ppo.num_envs, start_update=self.state.update))
@@ -279,6 +280,13 @@ class Trainer:
         with self.timer("bookkeeping"):
             envs_in_group = self.envs.slices[group]
             self.state.global_step += len(rewards)
+            # each open episode's sum of gamma^t r_t, of the env's rewards (no bootstrap): an anchor rank
+            self.episode_discounted_returns[envs_in_group] += self.episode_discounts[envs_in_group] * rewards
+            self.episode_discounts[envs_in_group] *= self.cfg.ppo.gamma
+            discounted_returns = self.episode_discounted_returns[envs_in_group].copy()
+            ended = terminated | truncated
+            self.episode_discounted_returns[envs_in_group][ended] = 0.0
+            self.episode_discounts[envs_in_group][ended] = 1.0
             rewards = torch.as_tensor(rewards, dtype=torch.float32)
             # Truncation is not termination: bootstrap with V(final observation).
             cut = np.flatnonzero(truncated & ~terminated)
@@ -287,10 +295,9 @@ class Trainer:
                 with torch.inference_mode():
                     rewards[cut] += self.cfg.ppo.gamma * self.model(final_obs)[1]
             self.rollout.rewards[step, envs_in_group] = rewards
-            self.rollout.episode_ends[step, envs_in_group] = torch.as_tensor(
-                terminated | truncated, dtype=torch.float32
-            )
-            for episode in finished_episodes(infos, truncated & ~terminated, step, envs_in_group.start):
+            self.rollout.episode_ends[step, envs_in_group] = torch.as_tensor(ended, dtype=torch.float32)
+            ends = finished_episodes(infos, truncated & ~terminated, discounted_returns, step, envs_in_group.start)
+            for episode in ends:
                 self._episode_ended(episode)
 
     def _episode_ended(self, episode: EpisodeEnd) -> None:
@@ -415,10 +422,13 @@ class Trainer:
         return summary
 
 
-def finished_episodes(infos: dict[str, Any], truncated: np.ndarray, step: int, first_env: int) -> list[EpisodeEnd]:
+def finished_episodes(
+    infos: dict[str, Any], truncated: np.ndarray, discounted_returns: np.ndarray, step: int, first_env: int
+) -> list[EpisodeEnd]:
     """The episodes that ended at this step of a group whose first env is ``first_env``.
 
     :param truncated: per env of the group, whether its episode was truncated (not terminated)
+    :param discounted_returns: per env of the group, its episode's discounted return so far
     """
     if "final_info" not in infos:
         return []
@@ -434,6 +444,7 @@ def finished_episodes(infos: dict[str, Any], truncated: np.ndarray, step: int, f
             max_x=int(episodes["max_x"][i]),
             truncated=bool(truncated[i]),
             sticky_seed=None if sticky_seeds is None else int(sticky_seeds[i]),
+            discounted_return=float(discounted_returns[i]),
         )
         for i in np.flatnonzero(mask)
     ]

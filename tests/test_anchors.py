@@ -44,14 +44,17 @@ def test_forward_kl_gradient_pulls_pi_toward_p_best():
     torch.testing.assert_close(torch.softmax(logits, -1), best_logprobs.exp(), atol=1e-3, rtol=0)
 
 
-def feed_episode(buffer: AnchorBuffer, env: int, length: int, ret: float, success: bool = False, update: int = 0):
-    """Record a synthetic episode of ``length`` steps on ``env`` as one rollout (vector obs);
-    the other envs idle in long episodes of their own."""
+def feed_episode(
+    buffer: AnchorBuffer, env: int, length: int, ret: float, success: bool = False, update: int = 0, gamma: float = 0.99
+):
+    """Record a synthetic episode of ``length`` steps on ``env`` as one rollout (vector obs), its return
+    paid at the last step; the other envs idle in long episodes of their own."""
     num_envs = len(buffer._open)
     obs = np.broadcast_to(np.arange(length, dtype=np.float32)[:, None, None], (length, num_envs, 3))
     logprobs = np.log(np.full((length, num_envs, 2), 0.5, dtype=np.float32))
     actions = np.zeros((length, num_envs), dtype=np.int64)
-    ended = [EpisodeEnd(step=length - 1, env=env, episode_return=ret, length=length, success=success, max_x=0)]
+    discounted = gamma ** (length - 1) * ret
+    ended = [EpisodeEnd(length - 1, env, ret, length, success, max_x=0, discounted_return=discounted)]
     return buffer.record_rollout(obs, logprobs, actions, ended, update)
 
 
@@ -64,6 +67,38 @@ def test_top_k_admission_keeps_the_best_and_the_first_of_ties():
     assert feed_episode(buffer, 0, 4, 3.0) == []  # a tie with the worst does not displace it
     assert buffer.anchors[1].episode_id == first_three
     assert buffer.metrics(update=0)["anchor/count"] == 2
+
+
+@pytest.mark.parametrize("ties, kept", [("older", [1, 2]), ("newer", [3, 4])])
+def test_equal_successes_keep_the_older_or_the_newer_as_configured(ties, kept):
+    buffer = AnchorBuffer(
+        AnchorConfig(anchors=2, anchor_ties=ties), num_envs=1, frame_stack=None, rng=np.random.default_rng(0)
+    )
+    for _ in range(4):  # four successes of equal return (0/1 rewards)
+        feed_episode(buffer, 0, 10, 1.0, success=True)
+    assert sorted(a.episode_id for a in buffer.anchors) == kept
+
+
+def test_discounted_rank_prefers_the_faster_success_and_keeps_return_order_otherwise():
+    cfg = AnchorConfig(anchors=1, anchor_rank="discounted")
+    buffer = AnchorBuffer(cfg, num_envs=1, frame_stack=None, rng=np.random.default_rng(0))
+    feed_episode(buffer, 0, 40, 1.0, success=True)
+    feed_episode(buffer, 0, 25, 1.0, success=True)  # the same return, reached sooner
+    feed_episode(buffer, 0, 30, 1.0, success=True)
+    assert [a.length for a in buffer.anchors] == [25]
+    by_return = AnchorBuffer(AnchorConfig(anchors=1), num_envs=1, frame_stack=None, rng=np.random.default_rng(0))
+    for length in (40, 25, 30):
+        feed_episode(by_return, 0, length, 1.0, success=True)
+    assert [a.length for a in by_return.anchors] == [40]  # return + older: the first success stays (today's rule)
+
+
+def test_anchor_metrics_show_the_anchors_own_entropy_length_and_successes():
+    buffer = AnchorBuffer(AnchorConfig(anchors=3), num_envs=1, frame_stack=None, rng=np.random.default_rng(0))
+    feed_episode(buffer, 0, 10, 1.0, success=True)
+    feed_episode(buffer, 0, 30, 0.5)
+    metrics = buffer.metrics(update=0)
+    assert metrics["anchor/p_best_entropy"] == pytest.approx(np.log(2))  # uniform over 2 actions
+    assert metrics["anchor/mean_length"] == 20 and metrics["anchor/success_count"] == 1
 
 
 def test_success_admission_rejects_failed_episodes():
@@ -144,3 +179,29 @@ def test_mario_apo_run_admits_episodes_longer_than_a_rollout(tiny_config):
     assert max(len(a["actions"]) for a in anchors) > ppo.num_steps
     returns = sorted((e["charts/episodic_return"] for e in episodes), reverse=True)
     assert [a["episode_return"] for a in anchors] == pytest.approx(returns[: len(anchors)])
+
+
+@pytest.mark.slow
+def test_the_trainer_records_each_anchors_discounted_return(tiny_config):
+    """CartPole pays 1 per step, so an episode of L steps has discounted return (1 - gamma^L) / (1 - gamma)."""
+    cfg = tiny_config(task="cartpole", total_steps=1024, wandb="disabled")
+    run_dir = create_run(cfg)
+    train(cfg, run_dir)
+    gamma = cfg.ppo.gamma
+    for anchor in json.loads((run_dir / "anchors.json").read_text())["anchors"]:
+        expected = (1 - gamma ** anchor["length"]) / (1 - gamma)
+        assert anchor["discounted_return"] == pytest.approx(expected, rel=1e-6) and anchor["return"] == anchor["length"]
+
+
+@pytest.mark.slow
+def test_with_newer_ties_a_goal_run_keeps_replacing_its_anchors(tiny_config):
+    """goal:X pays 0/1: with older ties the first K successes would stay forever; with newer ones
+    later successes replace them, so the anchors follow the policy."""
+    cfg = tiny_config(task="mario:1-1:goal:300", total_steps=2048, anchors=3, anchor_ties="newer", wandb="disabled")
+    run_dir = create_run(cfg)
+    train(cfg, run_dir)
+    anchors = json.loads((run_dir / "anchors.json").read_text())["anchors"]
+    assert len(anchors) == 3 and all(a["success"] for a in anchors)
+    assert min(a["admitted_update"] for a in anchors) > 1
+    updates = [json.loads(line) for line in (run_dir / "metrics.jsonl").open() if "anchor/admitted" in line]
+    assert sum(u["anchor/admitted"] for u in updates) > 3  # more admitted than kept: some were replaced
