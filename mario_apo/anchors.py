@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ from mario_apo.ppo import EpisodeEnd, Rollout
 from mario_apo.replay import replay
 from mario_apo.tasks import Task
 from mario_apo.video import VideoWriter
+
+ObsTransform = Callable[[np.ndarray], np.ndarray]
 
 
 def anchor_kl(best_logprobs: torch.Tensor, logits: torch.Tensor, direction: str = "forward") -> torch.Tensor:
@@ -293,8 +296,13 @@ class NoAnchoring:
 class Anchoring(NoAnchoring):
     """APO: the anchor buffer, the beta schedule and the anchor KL term."""
 
-    def __init__(self, cfg: RunConfig, task: Task, rng: np.random.Generator):
+    def __init__(self, cfg: RunConfig, task: Task, rng: np.random.Generator, obs_transform: ObsTransform):
+        """
+        :param rng: the anchor sampler's generator
+        :param obs_transform: raw observations -> what the policy sees (the run's current normalisation)
+        """
         self.cfg = cfg.anchor
+        self.obs_transform = obs_transform
         self.task, self.env_cfg, self.video_every = task, cfg.env, cfg.log.video_every
         self.buffer = AnchorBuffer(cfg.anchor, cfg.ppo.num_envs, cfg.env.frame_stack if task.is_mario else None, rng)
         self.beta = self.cfg.beta
@@ -311,7 +319,7 @@ class Anchoring(NoAnchoring):
 
     def record(self, rollout: Rollout, update: int) -> None:
         self._admitted = self.buffer.record_rollout(
-            rollout.obs.numpy(),
+            rollout.raw_obs.numpy(),
             rollout.behaviour_logprobs.numpy(),
             rollout.actions.numpy(),
             rollout.episodes,
@@ -322,7 +330,7 @@ class Anchoring(NoAnchoring):
         if not self.buffer or self.beta == 0:
             return 0.0  # nothing computed: the update stays bit-for-bit PPO's
         anchor_obs, best_logprobs = self.buffer.sample(self.cfg.anchor_batch)
-        logits, _ = model(torch.from_numpy(anchor_obs))
+        logits, _ = model(torch.from_numpy(self.obs_transform(anchor_obs)))
         terms["anchor/kl"] = anchor_kl(torch.from_numpy(best_logprobs), logits, self.cfg.anchor_kl)
         return self.beta * terms["anchor/kl"]
 
@@ -385,6 +393,6 @@ class Anchoring(NoAnchoring):
         logger.log_video(global_step, "anchor/best_video", path)
 
 
-def make_anchoring(cfg: RunConfig, task: Task, rng: np.random.Generator) -> NoAnchoring:
-    """The run's anchoring: ``Anchoring`` for APO (sampling with ``rng``), the do-nothing ``NoAnchoring`` for PPO."""
-    return Anchoring(cfg, task, rng) if cfg.algo == "apo" else NoAnchoring()
+def make_anchoring(cfg: RunConfig, task: Task, rng: np.random.Generator, obs_transform: ObsTransform) -> NoAnchoring:
+    """The run's anchoring: ``Anchoring`` for APO, the do-nothing ``NoAnchoring`` for PPO."""
+    return Anchoring(cfg, task, rng, obs_transform) if cfg.algo == "apo" else NoAnchoring()

@@ -325,6 +325,7 @@ def run_eval(args: argparse.Namespace) -> None:
     from mario_apo.checkpoint import load_checkpoint
     from mario_apo.errors import CheckpointError
     from mario_apo.evaluate import evaluate
+    from mario_apo.normalize import Normalizer
     from mario_apo.runs import load_run_config
     from mario_apo.tasks import make_env, parse_task
     from models.actor_critic import make_model
@@ -340,7 +341,9 @@ def run_eval(args: argparse.Namespace) -> None:
     checkpoint_path = run_dir / "checkpoint.pt" if args.checkpoint == "latest" else Path(args.checkpoint)
     state = load_checkpoint(checkpoint_path, task.name)
     probe = make_env(task, cfg.env)
-    model = make_model(probe.observation_space, probe.action_space)
+    model = make_model(probe.observation_space, probe.action_space, scale_inputs=not cfg.ppo.norm_obs)
+    normalizer = Normalizer(probe.observation_space.shape, 1, cfg.ppo.gamma, cfg.ppo.norm_obs, norm_reward=False)
+    normalizer.load_state_dict(state.get("normalizer"))  # the statistics the policy was trained with
     probe.close()
     try:
         model.load_state_dict(state["model"])
@@ -352,7 +355,7 @@ def run_eval(args: argparse.Namespace) -> None:
     results = []
     for k, eval_task in enumerate(tasks):
         video = Path(args.video) if args.video and k == 0 else None
-        result = evaluate(model, eval_task, cfg.env, args.episodes, args.greedy, args.seed, video)
+        result = evaluate(model, eval_task, cfg.env, args.episodes, args.greedy, args.seed, video, normalizer.obs)
         result.update({"checkpoint": str(checkpoint_path), "global_step": state["global_step"]})
         results.append(result)
         print(

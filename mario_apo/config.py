@@ -117,6 +117,12 @@ class PPOConfig:
     vf_coef: float = option(0.5, "value loss coefficient", bound="non_negative")
     max_grad_norm: float = option(0.5, "global gradient-norm clip", bound="positive")
     norm_adv: bool = option(True, "normalise advantages per minibatch")
+    norm_obs: bool = option(
+        False, "standardise vector observations by running mean and variance, clipped to +-10 (SB3's VecNormalize)"
+    )
+    norm_reward: bool = option(
+        False, "divide rewards by the running std of the discounted return, clipped to +-10 (SB3's VecNormalize)"
+    )
 
     @property
     def batch_size(self) -> int:
@@ -205,7 +211,9 @@ class RunConfig:
     algo: str = option("apo", "ppo, or apo (Anchored Policy Optimization)", choices=ALGOS)
     task: str = "mario:1-1:dense"
     """The canonical task string (set from --level/--reward or --task)."""
-    seed: int = option(1, "seed of torch, numpy and the envs")
+    seed: int = option(
+        1, "the run seed: torch, numpy, every env and sticky-action stream derive from SeedSequence(seed)"
+    )
     torch_threads: int = option(0, "threads for torch (0: all cores)", bound="non_negative")
     env: EnvConfig = field(default_factory=EnvConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
@@ -232,7 +240,7 @@ class RunConfig:
 # PPO defaults per task family. Mario: the Atari PPO settings. CartPole: the
 # rl-baselines3-zoo tuned settings (solves it within 100k steps; like SB3, no value
 # clipping, and vf_coef 1 for SB3's MSE without our 0.5 factor). MountainCar: zoo's
-# settings (the MLP's input scaling stands in for its VecNormalize).
+# settings, its `normalize: true` (observations and rewards) included.
 # fmt: off
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "mario": dict(total_steps=1_000_000, num_envs=8, num_steps=128, learning_rate=2.5e-4, gamma=0.99,
@@ -242,7 +250,7 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
                      anneal_clip=True, clip_vloss=False, vf_coef=1.0),
     "mountaincar": dict(total_steps=1_000_000, num_envs=16, num_steps=16, learning_rate=3e-4, gamma=0.99,
                         gae_lambda=0.98, update_epochs=4, num_minibatches=4, clip_coef=0.2, ent_coef=0.0,
-                        clip_vloss=False),
+                        clip_vloss=False, norm_obs=True, norm_reward=True),
 }
 # fmt: on
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +24,14 @@ def evaluate(
     greedy: bool = True,
     seed: int = 0,
     video_path: Path | None = None,
+    obs_transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict:
     """Play ``episodes`` episodes one after another on one fresh env.
 
     :param greedy: take the most probable action; else sample from the policy
     :param video_path: record the first episode there (.mp4 or .gif): every emulated
         frame in colour for Mario, the env's own rendering for the classic tasks
+    :param obs_transform: the run's observation normalisation (its saved statistics), if any
     :return: success rate, mean/median return, mean max-x, mean length, episode count, and how many
         of the episodes were distinct (different observation sequences; a greedy policy on a
         deterministic env plays one episode over and over)
@@ -44,7 +47,7 @@ def evaluate(
     try:
         for episode in range(episodes):
             video = VideoWriter(video_path, scale=2 if task.is_mario else 1) if episode == 0 and video_path else None
-            results.append(_play(model, env, task, greedy, generator, seed + episode, video))
+            results.append(_play(model, env, task, greedy, generator, seed + episode, video, obs_transform))
     finally:
         env.close()
     returns = np.array([r["r"] for r in results])
@@ -62,7 +65,14 @@ def evaluate(
 
 
 def _play(
-    model, env, task: Task, greedy: bool, generator: torch.Generator, seed: int, video: VideoWriter | None
+    model,
+    env,
+    task: Task,
+    greedy: bool,
+    generator: torch.Generator,
+    seed: int,
+    video: VideoWriter | None,
+    obs_transform: Callable[[np.ndarray], np.ndarray] | None,
 ) -> dict:
     """One episode; returns its ``info["episode"]`` and a ``fingerprint`` of its observations."""
     obs, _ = env.reset(seed=seed)
@@ -80,7 +90,8 @@ def _play(
             if "episode" in info:
                 return {**info["episode"], "fingerprint": fingerprint.hexdigest()}
             with torch.inference_mode():
-                logits, _ = model(torch.as_tensor(obs[None]))
+                policy_obs = obs if obs_transform is None else obs_transform(obs[None])[0]
+                logits, _ = model(torch.as_tensor(policy_obs[None]))
             if greedy:
                 action = int(logits.argmax(-1))
             else:

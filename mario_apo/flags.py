@@ -209,6 +209,8 @@ def resolve_run_config(args: argparse.Namespace) -> RunConfig:
         apply_flags(args, getattr(cfg, section))
     cfg.env.validate()
     check_rollout_fits(cfg)
+    if cfg.ppo.norm_obs and task.is_mario:
+        raise UsageError("--norm-obs standardises vector observations; Mario's frames are scaled to [0, 1] by the CNN")
     return cfg
 
 

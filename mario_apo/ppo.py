@@ -50,7 +50,11 @@ class Rollout:
     """
 
     obs: torch.Tensor
-    """(steps, envs, *obs_shape) observations the actions were taken from (uint8 frames for Mario)."""
+    """(steps, envs, *obs_shape) observations the actions were taken from, as the policy saw them
+    (uint8 frames for Mario; standardised vectors under ``norm_obs``)."""
+    raw_obs: torch.Tensor
+    """The same observations as the env returned them (APO's anchors keep these); ``obs`` itself
+    when there is no observation normalisation."""
     actions: torch.Tensor
     """(steps, envs) actions taken."""
     logprobs: torch.Tensor
@@ -65,13 +69,21 @@ class Rollout:
 
     @classmethod
     def allocate(
-        cls, num_steps: int, num_envs: int, obs_shape: tuple[int, ...], obs_dtype: torch.dtype, num_actions: int
+        cls,
+        num_steps: int,
+        num_envs: int,
+        obs_shape: tuple[int, ...],
+        obs_dtype: torch.dtype,
+        num_actions: int,
+        keep_raw_obs: bool = False,
     ) -> Rollout:
         def zeros(*shape, dtype=torch.float32):
             return torch.zeros((num_steps, num_envs, *shape), dtype=dtype)
 
+        obs = zeros(*obs_shape, dtype=obs_dtype)
         return cls(
-            obs=zeros(*obs_shape, dtype=obs_dtype),
+            obs=obs,
+            raw_obs=zeros(*obs_shape, dtype=obs_dtype) if keep_raw_obs else obs,
             actions=zeros(dtype=torch.long),
             logprobs=zeros(),
             behaviour_logprobs=zeros(num_actions),

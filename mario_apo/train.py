@@ -35,6 +35,7 @@ from mario_apo.config import RunConfig
 from mario_apo.errors import CheckpointError, NonFiniteLoss, TrainingError
 from mario_apo.evaluate import evaluate
 from mario_apo.logger import RunLogger
+from mario_apo.normalize import Normalizer
 from mario_apo.ppo import EpisodeEnd, Rollout, compute_gae, ppo_update
 from mario_apo.runs import read_run_record
 from mario_apo.seeding import SeedStreams
@@ -198,9 +199,10 @@ class Trainer:
         self.envs = EnvGroups(self.task, cfg.env, ppo.num_envs)
         try:
             obs_space, action_space = self.envs.single_observation_space, self.envs.single_action_space
-            self.model = make_model(obs_space, action_space)
+            self.model = make_model(obs_space, action_space, scale_inputs=not ppo.norm_obs)
+            self.normalizer = Normalizer(obs_space.shape, ppo.num_envs, ppo.gamma, ppo.norm_obs, ppo.norm_reward)
             self.optimizer = torch.optim.Adam(self.model.parameters(), lr=ppo.learning_rate, eps=1e-5)
-            self.anchoring = make_anchoring(cfg, self.task, self.streams.anchors())
+            self.anchoring = make_anchoring(cfg, self.task, self.streams.anchors(), self.normalizer.obs)
             self.state = TrainState()
             if checkpoint is not None:
                 self._restore(checkpoint)
@@ -208,12 +210,16 @@ class Trainer:
 
             self.logger = RunLogger(run_dir, read_run_record(run_dir), self.state.global_step if resume else None)
             obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
-            self.rollout = Rollout.allocate(ppo.num_steps, ppo.num_envs, obs_space.shape, obs_dtype, action_space.n)
+            self.rollout = Rollout.allocate(
+                ppo.num_steps, ppo.num_envs, obs_space.shape, obs_dtype, action_space.n, keep_raw_obs=ppo.norm_obs
+            )
             self.timer = StageTimer()
             self.episode_discounted_returns, self.episode_discounts = np.zeros(ppo.num_envs), np.ones(ppo.num_envs)
             # Resumed envs start fresh episodes (emulator state is not checkpointed) from fresh
             # seeds, so a resumed run does not replay its first episodes.
             self.next_obs = self.envs.reset(self.streams.env_seeds(ppo.num_envs, start_update=self.state.update))
+            for obs in self.next_obs:
+                self.normalizer.observe(obs)
         except BaseException:
             self.envs.close(terminate=True)
             raise
@@ -226,6 +232,7 @@ class Trainer:
             first_line = str(err).splitlines()[0]
             raise CheckpointError(f"checkpoint in {self.run_dir} does not fit this model: {first_line}") from None
         self.anchoring.load_state_dict(checkpoint["anchors"])
+        self.normalizer.load_state_dict(checkpoint.get("normalizer"))
         set_rng_states(checkpoint["rng"])
         self.state = TrainState(checkpoint["global_step"], checkpoint["update"], checkpoint["episodes_done"])
         self.state.recent.extend(RecentEpisode(*episode) for episode in checkpoint["recent_episodes"])
@@ -255,7 +262,9 @@ class Trainer:
         """Policy forward for one env group at ``step``; its envs start stepping."""
         with self.timer("inference"):
             envs_in_group, rollout = self.envs.slices[group], self.rollout
-            rollout.obs[step, envs_in_group] = torch.from_numpy(self.next_obs[group])
+            rollout.obs[step, envs_in_group] = torch.from_numpy(self.normalizer.obs(self.next_obs[group]))
+            if self.normalizer.norm_obs:  # APO's anchors keep what the env returned
+                rollout.raw_obs[step, envs_in_group] = torch.from_numpy(self.next_obs[group])
             with torch.inference_mode():
                 logits, values = self.model(rollout.obs[step, envs_in_group])
                 if not torch.isfinite(logits).all():
@@ -287,11 +296,12 @@ class Trainer:
             ended = terminated | truncated
             self.episode_discounted_returns[envs_in_group][ended] = 0.0
             self.episode_discounts[envs_in_group][ended] = 1.0
-            rewards = torch.as_tensor(rewards, dtype=torch.float32)
+            self.normalizer.observe(self.next_obs[group])
+            rewards = torch.as_tensor(self.normalizer.reward(rewards, ended, envs_in_group), dtype=torch.float32)
             # Truncation is not termination: bootstrap with V(final observation).
             cut = np.flatnonzero(truncated & ~terminated)
             if cut.size:
-                final_obs = torch.as_tensor(np.stack([infos["final_obs"][i] for i in cut]))
+                final_obs = torch.as_tensor(self.normalizer.obs(np.stack([infos["final_obs"][i] for i in cut])))
                 with torch.inference_mode():
                     rewards[cut] += self.cfg.ppo.gamma * self.model(final_obs)[1]
             self.rollout.rewards[step, envs_in_group] = rewards
@@ -321,7 +331,7 @@ class Trainer:
         ppo = self.cfg.ppo
         with self.timer("learn"):
             with torch.inference_mode():
-                next_value = self.model(torch.from_numpy(np.concatenate(self.next_obs)))[1]
+                next_value = self.model(torch.from_numpy(self.normalizer.obs(np.concatenate(self.next_obs))))[1]
             advantages, returns = compute_gae(
                 self.rollout.rewards,
                 self.rollout.values,
@@ -362,7 +372,15 @@ class Trainer:
         start = time.perf_counter()
         log = self.cfg.log
         seed = self.streams.eval_seed(self.state.update)
-        result = evaluate(self.model, self.task, self.cfg.env, log.eval_episodes, greedy=True, seed=seed)
+        result = evaluate(
+            self.model,
+            self.task,
+            self.cfg.env,
+            log.eval_episodes,
+            greedy=True,
+            seed=seed,
+            obs_transform=self.normalizer.obs,
+        )
         metrics = {f"eval/{key}": result[key] for key in ("mean_return", "success_rate", "mean_max_x")}
         metrics["eval/seconds"] = time.perf_counter() - start
         return metrics
@@ -387,6 +405,7 @@ class Trainer:
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "anchors": self.anchoring.state_dict(),
+                "normalizer": self.normalizer.state_dict(),
                 "rng": rng_states(),
             },
         )

@@ -55,12 +55,15 @@ class MLPActorCritic(nn.Module):
 
     Observation dimensions with finite bounds are rescaled to [-1, 1] (MountainCar's
     velocity spans only +-0.07); unbounded ones (CartPole's velocities) pass through.
+    With ``scale_inputs=False`` (observations already standardised) nothing is rescaled.
     """
 
-    def __init__(self, observation_space: gym.spaces.Box, num_actions: int, hidden: int = 64):
+    def __init__(
+        self, observation_space: gym.spaces.Box, num_actions: int, hidden: int = 64, scale_inputs: bool = True
+    ):
         super().__init__()
         low, high = observation_space.low.astype(np.float32), observation_space.high.astype(np.float32)
-        bounded = np.isfinite(low) & np.isfinite(high)
+        bounded = np.isfinite(low) & np.isfinite(high) & scale_inputs
         low, high = np.where(bounded, low, -1.0), np.where(bounded, high, 1.0)
         center = ((high + low) / 2).astype(np.float32)
         half_range = ((high - low) / 2).astype(np.float32)
@@ -85,14 +88,16 @@ class MLPActorCritic(nn.Module):
         return self.actor(x), self.critic(x).squeeze(-1)
 
 
-def make_model(observation_space: gym.spaces.Box, action_space: gym.spaces.Discrete) -> nn.Module:
-    """A CNN for ``(C, H, W)`` uint8 frames, an MLP for flat vectors."""
+def make_model(
+    observation_space: gym.spaces.Box, action_space: gym.spaces.Discrete, scale_inputs: bool = True
+) -> nn.Module:
+    """A CNN for ``(C, H, W)`` uint8 frames, an MLP for flat vectors (``scale_inputs``: see ``MLPActorCritic``)."""
     if not isinstance(action_space, gym.spaces.Discrete):
         raise ValueError(f"only discrete action spaces are supported, got {action_space}")
     if len(observation_space.shape) == 3:
         return NatureCNN(observation_space.shape[0], int(action_space.n))
     if len(observation_space.shape) == 1:
-        return MLPActorCritic(observation_space, int(action_space.n))
+        return MLPActorCritic(observation_space, int(action_space.n), scale_inputs=scale_inputs)
     raise ValueError(
         f"no model for observation shape {observation_space.shape}: expected (C, 84, 84) frames or a flat vector"
     )
