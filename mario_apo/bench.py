@@ -245,11 +245,40 @@ def _first_solved(evals: list[dict], seconds_key: str) -> dict:
     }
 
 
+def _sb3_ppo(task: Task, envs, seed: int):
+    """Stable-Baselines3's PPO with our family's hyper-parameters (for CartPole and MountainCar: rl-zoo's)."""
+    from stable_baselines3 import PPO
+
+    from mario_apo.config import ppo_defaults
+
+    ppo = ppo_defaults(task.family)
+
+    def linear(value):
+        return lambda remaining: remaining * value
+
+    return PPO(
+        "CnnPolicy" if task.is_mario else "MlpPolicy",
+        envs,
+        n_steps=ppo.num_steps,
+        batch_size=ppo.minibatch_size,
+        n_epochs=ppo.update_epochs,
+        learning_rate=linear(ppo.learning_rate) if ppo.anneal_lr else ppo.learning_rate,
+        clip_range=linear(ppo.clip_coef) if ppo.anneal_clip else ppo.clip_coef,
+        gamma=ppo.gamma,
+        gae_lambda=ppo.gae_lambda,
+        ent_coef=ppo.ent_coef,
+        vf_coef=0.5,  # SB3's value loss is the MSE; ours is 0.5 x MSE with vf_coef 1 where zoo has 0.5
+        max_grad_norm=ppo.max_grad_norm,
+        seed=seed,
+        device="cpu",
+        verbose=0,
+    )
+
+
 def _sb3_job(job: dict) -> dict:
     """Stable-Baselines3 PPO with the same hyper-parameters (Mario) or its zoo settings (CartPole)."""
     import functools
 
-    from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
@@ -262,27 +291,7 @@ def _sb3_job(job: dict) -> dict:
     start = time.perf_counter()
     vec = SubprocVecEnv if task.is_mario else DummyVecEnv
     envs = vec([env_fn] * ppo.num_envs)
-
-    def linear(value):
-        return lambda remaining: remaining * value
-
-    model = PPO(
-        "CnnPolicy" if task.is_mario else "MlpPolicy",
-        envs,
-        n_steps=ppo.num_steps,
-        batch_size=ppo.minibatch_size,
-        n_epochs=ppo.update_epochs,
-        learning_rate=linear(ppo.learning_rate),
-        clip_range=linear(ppo.clip_coef) if ppo.anneal_clip else ppo.clip_coef,
-        gamma=ppo.gamma,
-        gae_lambda=ppo.gae_lambda,
-        ent_coef=ppo.ent_coef,
-        vf_coef=0.5,
-        max_grad_norm=ppo.max_grad_norm,
-        seed=job["seed"],
-        device="cpu",
-        verbose=0,
-    )
+    model = _sb3_ppo(task, envs, job["seed"])
 
     class EvalEvery(BaseCallback):
         """Greedy evaluation every ``eval_every`` rollouts, its time kept out of the training time."""
@@ -318,6 +327,65 @@ def _sb3_job(job: dict) -> dict:
     return result
 
 
+def _parity_job(job: dict) -> dict:
+    """Train one implementation's PPO on a classic task with the family's (rl-zoo's) settings, then
+    evaluate its final policy with our ``evaluate`` on the same episode seeds for both implementations."""
+    import functools
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from mario_apo.checkpoint import load_checkpoint
+    from mario_apo.config import RunConfig, ppo_defaults
+    from mario_apo.evaluate import evaluate, policy_from_checkpoint
+    from mario_apo.runs import create_run
+    from mario_apo.train import train
+
+    task = parse_task(job["task"])
+    ppo = ppo_defaults(task.family)
+    ppo.total_steps = job["total_steps"]
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        if job["impl"] == "ours":
+            cfg = RunConfig(algo="ppo", task=task.name, seed=job["seed"], ppo=ppo)
+            cfg.log.run_dir, cfg.log.wandb, cfg.log.progress, cfg.log.checkpoint_every = tmp, "disabled", False, 10**9
+            run_dir = create_run(cfg)
+            train(cfg, run_dir)
+            model, obs_transform = policy_from_checkpoint(cfg, load_checkpoint(run_dir / "checkpoint.pt"), Path(tmp))
+        else:
+            from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+            envs = DummyVecEnv([functools.partial(make_env, task, EnvConfig())] * ppo.num_envs)
+            if ppo.norm_obs or ppo.norm_reward:
+                envs = VecNormalize(envs, norm_obs=ppo.norm_obs, norm_reward=ppo.norm_reward, gamma=ppo.gamma)
+            sb3 = _sb3_ppo(task, envs, job["seed"])
+            sb3.learn(total_timesteps=ppo.total_steps)
+            model = _SB3Policy(sb3.policy)
+            obs_transform = envs.normalize_obs if isinstance(envs, VecNormalize) else None
+    train_s = time.perf_counter() - start
+    result = {"train_s": train_s}
+    with torch.inference_mode():
+        for policy, episodes, greedy in (("sampled", job["episodes"], False), ("greedy", job["greedy_episodes"], True)):
+            outcome = evaluate(
+                model, task, EnvConfig(), episodes, greedy, seed=job["eval_seed"], obs_transform=obs_transform
+            )
+            result[f"{policy}_success"] = outcome["success_rate"]
+            result[f"{policy}_return"] = outcome["mean_return"]
+    return result
+
+
+class _SB3Policy:
+    """SB3's policy as our ``(logits, value)`` model, so that one evaluation code judges both."""
+
+    def __init__(self, policy):
+        self.policy = policy
+
+    def __call__(self, obs):
+        obs = obs.float()
+        return self.policy.get_distribution(obs).distribution.logits, self.policy.predict_values(obs).squeeze(-1)
+
+
 def run_job(job: dict) -> dict:
     """One benchmark job, in this (fresh) process; adds its peak memory."""
     import resource
@@ -326,7 +394,10 @@ def run_job(job: dict) -> dict:
 
     torch.manual_seed(job["seed"])
     with TreeMemory() as memory:
-        result = (_sb3_job if job["impl"] == "sb3" else _ours_job)(job)
+        if job.get("bench") == "parity":
+            result = _parity_job(job)
+        else:
+            result = (_sb3_job if job["impl"] == "sb3" else _ours_job)(job)
     learner_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {**job, **result, "learner_peak_rss_mb": learner_mb, "tree_peak_rss_mb": memory.peak_mb}
 
@@ -441,3 +512,55 @@ if __name__ == "__main__":
     import sys
 
     print(json.dumps(run_job(json.loads(sys.argv[1]))))
+
+
+def bench_parity(steps: dict[str, int], seeds: list[int], episodes: int, greedy_episodes: int) -> dict:
+    """Our PPO vs Stable-Baselines3's PPO, identical rl-zoo settings (normalisation included), per task and
+    seed; final-policy success, paired by seed. Bar: ours is not worse (the paired CI reaches 0 or above)."""
+    from mario_apo import stats
+
+    jobs = [
+        {"bench": "parity", "impl": impl, "algo": "ppo", "task": task, "seed": seed, "total_steps": total,
+         "episodes": episodes, "greedy_episodes": greedy_episodes, "eval_seed": 100_000 + seed}
+        for task, total in steps.items() for seed in seeds for impl in ("ours", "sb3")
+    ]  # fmt: skip
+    results = []
+    with tqdm(total=len(jobs), desc="bench parity", unit="job") as progress:
+        for job in jobs:
+            progress.set_postfix_str(f"{job['impl']} {job['task']} s{job['seed']}")
+            results.append(_run_in_subprocess(job))
+            progress.update()
+    tasks = {}
+    for task, total in steps.items():
+        row = {"total_steps": total, "seeds": seeds}
+        for policy in ("sampled", "greedy"):
+            ours, sb3 = ([r[f"{policy}_success"] for r in results if (r["task"], r["impl"]) == (task, impl)]
+                         for impl in ("ours", "sb3"))  # fmt: skip
+            difference = stats.paired_difference_ci(ours, sb3)
+            row[policy] = {"ours": ours, "sb3": sb3, "ours_minus_sb3": difference, "n": len(seeds)}
+        row["met"] = row["sampled"]["ours_minus_sb3"][2] >= 0  # the interval includes or exceeds 0
+        tasks[task] = row
+    return {
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+        "episodes": {"sampled": episodes, "greedy": greedy_episodes},
+        "jobs": results,
+        "tasks": tasks,
+    }
+
+
+def format_parity_table(result: dict) -> str:
+    episodes = result["episodes"]
+    lines = [
+        f"bench parity: final-policy success, {episodes['sampled']} sampled and {episodes['greedy']} greedy "
+        "episodes per run; ours - SB3 paired by seed, 95% bootstrap CI"
+    ]
+    for task, row in result["tasks"].items():
+        for policy in ("sampled", "greedy"):
+            cell = row[policy]
+            mean, low, high = cell["ours_minus_sb3"]
+            lines.append(
+                f"  {task:<12} {policy:<8} ours {np.mean(cell['ours']):.2f}  SB3 {np.mean(cell['sb3']):.2f}  "
+                f"ours - SB3 {mean:+.2f} [{low:+.2f}, {high:+.2f}] (n={cell['n']})"
+            )
+        lines.append(f"  bar {task}: ours not worse than SB3: {'met' if row['met'] else 'MISSED'}")
+    return "\n".join(lines)

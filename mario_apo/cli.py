@@ -89,6 +89,28 @@ def _add_bench_commands(commands: argparse._SubParsersAction) -> None:
     train_bench.add_argument(
         "--json", default="bench-train.json", help="where to write the JSON result. Default: bench-train.json"
     )
+    parity = benches.add_parser(
+        "parity",
+        help="our PPO vs Stable-Baselines3's PPO with identical rl-zoo settings: final-policy success, paired by seed",
+    )
+    parity.add_argument(
+        "--cartpole-steps", type=int, default=100_000, help="steps per CartPole run (0: skip the task). Default: 100000"
+    )
+    parity.add_argument(
+        "--mountaincar-steps", type=int, default=500_000, help="steps per MountainCar run (0: skip). Default: 500000"
+    )
+    parity.add_argument(
+        "--seeds", type=positive_int, default=10, help="seeds 1..N per task and implementation. Default: 10"
+    )
+    parity.add_argument(
+        "--episodes", type=positive_int, default=100, help="sampled final-policy episodes. Default: 100"
+    )
+    parity.add_argument(
+        "--greedy-episodes", type=positive_int, default=20, help="greedy final-policy episodes. Default: 20"
+    )
+    parity.add_argument(
+        "--json", default="bench-parity.json", help="where to write the JSON result. Default: bench-parity.json"
+    )
 
 
 def _add_replay_command(commands: argparse._SubParsersAction) -> None:
@@ -257,15 +279,34 @@ def run_bench_env(args: argparse.Namespace) -> None:
     print(f"wrote {args.json}")
 
 
-def run_bench_train(args: argparse.Namespace) -> None:
-    from mario_apo.bench import bench_train, format_train_table, write_json
-
+def require_sb3(command: str) -> None:
     try:
         import stable_baselines3  # noqa: F401
     except ImportError:
-        raise UsageError("bench train compares against Stable-Baselines3: pip install 'mario-apo[bench]'") from None
+        raise UsageError(
+            f"bench {command} compares against Stable-Baselines3: pip install 'mario-apo[bench]'"
+        ) from None
+
+
+def run_bench_train(args: argparse.Namespace) -> None:
+    from mario_apo.bench import bench_train, format_train_table, write_json
+
+    require_sb3("train")
     result = bench_train(args.mario_steps, args.cartpole_steps, args.seed, args.skip_cartpole)
     print(format_train_table(result))
+    write_json(result, args.json)
+    print(f"wrote {args.json}")
+
+
+def run_bench_parity(args: argparse.Namespace) -> None:
+    from mario_apo.bench import bench_parity, format_parity_table, write_json
+
+    require_sb3("parity")
+    steps = {task: n for task, n in (("cartpole", args.cartpole_steps), ("mountaincar", args.mountaincar_steps)) if n}
+    if not steps or min(steps.values()) < 0:
+        raise UsageError("--cartpole-steps and --mountaincar-steps are step budgets >= 0, and one must be > 0")
+    result = bench_parity(steps, list(range(1, args.seeds + 1)), args.episodes, args.greedy_episodes)
+    print(format_parity_table(result))
     write_json(result, args.json)
     print(f"wrote {args.json}")
 
@@ -323,12 +364,9 @@ def run_eval(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from mario_apo.checkpoint import load_checkpoint
-    from mario_apo.errors import CheckpointError
-    from mario_apo.evaluate import evaluate
-    from mario_apo.normalize import Normalizer
+    from mario_apo.evaluate import evaluate, policy_from_checkpoint
     from mario_apo.runs import load_run_config
-    from mario_apo.tasks import make_env, parse_task
-    from models.actor_critic import make_model
+    from mario_apo.tasks import parse_task
 
     run_dir = Path(args.run_dir)
     cfg = load_run_config(run_dir)
@@ -340,22 +378,11 @@ def run_eval(args: argparse.Namespace) -> None:
     tasks = [parse_task(f"mario:{level}:{task.reward}") for level in args.level] if args.level else [task]
     checkpoint_path = run_dir / "checkpoint.pt" if args.checkpoint == "latest" else Path(args.checkpoint)
     state = load_checkpoint(checkpoint_path, task.name)
-    probe = make_env(task, cfg.env)
-    model = make_model(probe.observation_space, probe.action_space, scale_inputs=not cfg.ppo.norm_obs)
-    normalizer = Normalizer(probe.observation_space.shape, 1, cfg.ppo.gamma, cfg.ppo.norm_obs, norm_reward=False)
-    normalizer.load_state_dict(state.get("normalizer"))  # the statistics the policy was trained with
-    probe.close()
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"checkpoint {checkpoint_path} does not fit this run's model: {str(err).splitlines()[0]}"
-        ) from None
-    model.eval()
+    model, obs_transform = policy_from_checkpoint(cfg, state, checkpoint_path)
     results = []
     for k, eval_task in enumerate(tasks):
         video = Path(args.video) if args.video and k == 0 else None
-        result = evaluate(model, eval_task, cfg.env, args.episodes, args.greedy, args.seed, video, normalizer.obs)
+        result = evaluate(model, eval_task, cfg.env, args.episodes, args.greedy, args.seed, video, obs_transform)
         result.update({"checkpoint": str(checkpoint_path), "global_step": state["global_step"]})
         results.append(result)
         print(
@@ -464,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
             run_bench_env(args)
         elif args.command == "bench" and args.bench == "train":
             run_bench_train(args)
+        elif args.command == "bench" and args.bench == "parity":
+            run_bench_parity(args)
         elif args.command == "train":
             return run_train(args)
         elif args.command == "replay":

@@ -11,9 +11,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from mario_apo.config import EnvConfig
-from mario_apo.tasks import Task, make_env
+from mario_apo.config import EnvConfig, RunConfig
+from mario_apo.errors import CheckpointError
+from mario_apo.normalize import Normalizer
+from mario_apo.tasks import Task, make_env, parse_task
 from mario_apo.video import VideoWriter
+from models.actor_critic import make_model
 
 
 def evaluate(
@@ -99,3 +102,21 @@ def _play(
             obs, reward, _, _, info = env.step(action)
             fingerprint.update(obs[-1].tobytes() if task.is_mario else obs.tobytes())
             step, episode_return = step + 1, episode_return + float(reward)
+
+
+def policy_from_checkpoint(
+    cfg: RunConfig, state: dict, where: Path
+) -> tuple[nn.Module, Callable[[np.ndarray], np.ndarray]]:
+    """A run's trained policy: its model with the checkpoint's weights, and its observation
+    normalisation with the checkpoint's statistics (the identity when the run had none)."""
+    task = parse_task(cfg.task)
+    probe = make_env(task, cfg.env)
+    model = make_model(probe.observation_space, probe.action_space, scale_inputs=not cfg.ppo.norm_obs)
+    normalizer = Normalizer(probe.observation_space.shape, 1, cfg.ppo.gamma, cfg.ppo.norm_obs, norm_reward=False)
+    probe.close()
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {where} does not fit this run's model: {str(err).splitlines()[0]}") from None
+    normalizer.load_state_dict(state.get("normalizer"))
+    return model.eval(), normalizer.obs

@@ -90,6 +90,18 @@ def mean_difference_ci(
     return float(x.mean() - y.mean()), float(low), float(high)
 
 
+def paired_difference_ci(
+    x: np.ndarray, y: np.ndarray, reps: int = 10_000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """mean(x - y) over seeds that pair them (same seed, same eval episodes), with a CI from resampling
+    the pairs: the pairing removes the between-seed variance an independent resampling keeps."""
+    differences = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = differences[rng.integers(len(differences), size=(reps, len(differences)))].mean(1)
+    low, high = _percentile_interval(means, confidence)
+    return float(differences.mean()), float(low), float(high)
+
+
 def bootstrap_band(curves: np.ndarray, reps: int = 1000, confidence: float = 0.95, seed: int = 0):
     """Mean curve and pointwise percentile-bootstrap band over seeds. ``curves``: (seeds, points)."""
     curves = np.asarray(curves, dtype=float)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from mario_apo.cli import main
@@ -143,3 +144,20 @@ def test_generated_flags_check_their_range(capsys, tmp_path, argv, valid):
     assert main(["train", "--run-dir", str(tmp_path / "runs"), *argv]) == 2
     assert_one_line_error(capsys.readouterr().err, valid)
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_bench_parity_trains_both_implementations_and_pairs_them_by_seed(tmp_path, capsys):
+    pytest.importorskip("stable_baselines3", reason="the bench extra (pip install -e '.[bench]') has SB3")
+    out_json = tmp_path / "parity.json"
+    argv = ["bench", "parity", "--cartpole-steps", "2048", "--mountaincar-steps", "0", "--seeds", "2"]
+    assert main([*argv, "--episodes", "3", "--greedy-episodes", "2", "--json", str(out_json)]) == 0
+    result = json.loads(out_json.read_text())
+    assert [(j["impl"], j["seed"]) for j in result["jobs"]] == [("ours", 1), ("sb3", 1), ("ours", 2), ("sb3", 2)]
+    row = result["tasks"]["cartpole"]
+    assert set(row) == {"total_steps", "seeds", "sampled", "greedy", "met"} and "mountaincar" not in result["tasks"]
+    ours, sb3 = row["sampled"]["ours"], row["sampled"]["sb3"]
+    assert row["sampled"]["n"] == 2 and row["sampled"]["ours_minus_sb3"][0] == pytest.approx(
+        np.mean(ours) - np.mean(sb3)
+    )
+    assert "bar cartpole: ours not worse than SB3" in capsys.readouterr().out

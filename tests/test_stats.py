@@ -23,3 +23,13 @@ def test_statistics_on_synthetic_data_with_known_answers():
     mean_curve, band_low, band_high = stats.bootstrap_band(np.tile(np.linspace(0, 1, 5), (6, 1)))
     np.testing.assert_allclose(mean_curve, np.linspace(0, 1, 5))
     np.testing.assert_allclose(band_low, band_high)  # identical seeds: no spread
+
+
+def test_paired_difference_keeps_the_pairs():
+    # seeds differ a lot, the difference within each pair hardly: pairing sees a clear +0.1
+    x, y = np.array([0.9, 0.2, 0.6, 0.4, 0.75]), np.array([0.8, 0.1, 0.5, 0.3, 0.65])
+    point, low, high = stats.paired_difference_ci(x, y)
+    assert point == pytest.approx(0.1) and low == pytest.approx(0.1) and high == pytest.approx(0.1)
+    assert stats.mean_difference_ci(x, y)[1] < 0  # resampled independently, the same data straddles 0
+    point, low, high = stats.paired_difference_ci(np.array([1.0, 0.0]), np.array([0.0, 0.0]))
+    assert point == 0.5 and low == 0.0 and high == 1.0  # the two possible pair means
