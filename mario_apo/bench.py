@@ -419,6 +419,17 @@ def _run_in_subprocess(job: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def run_jobs(jobs: list[dict], what: str) -> list[dict]:
+    """Each job in its own fresh process, one after another (so none competes with another for cores)."""
+    results = []
+    with tqdm(total=len(jobs), desc=what, unit="job") as progress:
+        for job in jobs:
+            progress.set_postfix_str(f"{job['impl']} {job['algo']} {job['task']} s{job['seed']}")
+            results.append(_run_in_subprocess(job))
+            progress.update()
+    return results
+
+
 def bench_train(mario_steps: int, cartpole_steps: int, seed: int, skip_cartpole: bool = False) -> dict:
     """Mario 1-1 SPS for ours (PPO, APO) and SB3 PPO, and CartPole time-to-solved; one invocation."""
     jobs = [
@@ -455,12 +466,7 @@ def bench_train(mario_steps: int, cartpole_steps: int, seed: int, skip_cartpole:
                 "eval_every": 10,
             },
         ]
-    results = []
-    with tqdm(total=len(jobs), desc="bench train", unit="job") as progress:
-        for job in jobs:
-            progress.set_postfix_str(f"{job['impl']} {job['algo']} {job['task']}")
-            results.append(_run_in_subprocess(job))
-            progress.update()
+    results = run_jobs(jobs, "bench train")
     by_key = {(r["impl"], r["algo"], r["task"], bool(r.get("omp_default"))): r for r in results}
     ours_ppo, ours_apo = by_key["ours", "ppo", "mario:1-1", False], by_key["ours", "apo", "mario:1-1", False]
     sb3, sb3_default = by_key["sb3", "ppo", "mario:1-1", False], by_key["sb3", "ppo", "mario:1-1", True]
@@ -524,12 +530,7 @@ def bench_parity(steps: dict[str, int], seeds: list[int], episodes: int, greedy_
          "episodes": episodes, "greedy_episodes": greedy_episodes, "eval_seed": 100_000 + seed}
         for task, total in steps.items() for seed in seeds for impl in ("ours", "sb3")
     ]  # fmt: skip
-    results = []
-    with tqdm(total=len(jobs), desc="bench parity", unit="job") as progress:
-        for job in jobs:
-            progress.set_postfix_str(f"{job['impl']} {job['task']} s{job['seed']}")
-            results.append(_run_in_subprocess(job))
-            progress.update()
+    results = run_jobs(jobs, "bench parity")
     tasks = {}
     for task, total in steps.items():
         row = {"total_steps": total, "seeds": seeds}
