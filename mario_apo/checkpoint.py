@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mario_apo.errors import CheckpointError, TrainingError
+from mario_apo.errors import CheckpointError, TrainingError, UnsafeCheckpoint
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -80,7 +80,7 @@ def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
     except pickle.UnpicklingError as err:
         if "Weights only load failed" not in str(err):
             raise CheckpointError(f"checkpoint {path} is corrupt or unreadable (UnpicklingError)") from None
-        raise CheckpointError(
+        raise UnsafeCheckpoint(
             f"checkpoint {path} holds more than tensors and plain values (written by mario-apo before 0.2, or "
             "crafted), so it was not loaded; if you trust its source, convert it once with "
             f"'mario-apo upgrade-checkpoint {path.parent}'"
@@ -98,11 +98,9 @@ def upgrade_checkpoint(run_dir: Path) -> Path:
     """Rewrite an older (pickled numpy) checkpoint of a *trusted* run in the safe format; the original
     is kept beside it as ``checkpoint.pt.before-upgrade``. Returns the backup's path."""
     path = run_dir / CHECKPOINT
-    if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}")
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+        load_checkpoint(path)  # missing or corrupt: its one-line error
+    except UnsafeCheckpoint:
         pass
     else:
         raise CheckpointError(f"checkpoint {path} is already in the safe format; nothing to upgrade")

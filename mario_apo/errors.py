@@ -21,6 +21,10 @@ class CheckpointError(UsageError):
     """A run dir or checkpoint that cannot be used: missing, corrupt, or from another task or model."""
 
 
+class UnsafeCheckpoint(CheckpointError):
+    """A checkpoint holding more than tensors and plain values: refused unloaded (it could run code)."""
+
+
 class SuiteError(UsageError):
     """A suite file that cannot be run."""
 

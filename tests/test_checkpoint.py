@@ -102,3 +102,14 @@ def test_an_old_format_checkpoint_is_refused_until_upgraded_once(cartpole_run, c
     capsys.readouterr()
     assert main(["upgrade-checkpoint", str(cartpole_run)]) == 2  # already safe: nothing to do
     assert_one_line_error(capsys.readouterr().err, "already in the safe format")
+
+
+def test_upgrading_a_missing_or_corrupt_checkpoint_is_one_line_exit_2(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert main(["upgrade-checkpoint", str(run_dir)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "no checkpoint at")
+    (run_dir / "checkpoint.pt").write_bytes(b"PK\x03\x04 not a whole checkpoint")
+    assert main(["upgrade-checkpoint", str(run_dir)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "corrupt or unreadable")
+    assert not (run_dir / "checkpoint.pt.before-upgrade").exists()
