@@ -19,8 +19,6 @@ from mario_apo.config import FAMILY_DEFAULTS, AnchorConfig, EnvConfig, LogConfig
 from mario_apo.errors import UsageError
 from mario_apo.tasks import parse_task
 
-SECTIONS: dict[str, type] = {"env": EnvConfig, "ppo": PPOConfig, "anchor": AnchorConfig, "log": LogConfig}
-
 
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (no usage dump), exit 2."""
@@ -204,9 +202,8 @@ def resolve_run_config(args: argparse.Namespace) -> RunConfig:
         )
     task = parse_task(requested_task(args) or "mario:1-1")
     cfg = RunConfig(task=task.name, ppo=ppo_defaults(task.family))
-    apply_flags(args, cfg)
-    for section in SECTIONS:
-        apply_flags(args, getattr(cfg, section))
+    for part in (cfg, cfg.env, cfg.ppo, cfg.anchor, cfg.log):
+        apply_flags(args, part)
     cfg.env.validate()
     check_rollout_fits(cfg)
     if cfg.ppo.norm_obs and task.is_mario:
