@@ -350,6 +350,7 @@ def _parity_job(job: dict) -> dict:
         if job["impl"] == "ours":
             cfg = RunConfig(algo="ppo", task=task.name, seed=job["seed"], ppo=ppo)
             cfg.log.run_dir, cfg.log.wandb, cfg.log.progress, cfg.log.checkpoint_every = tmp, "disabled", False, 10**9
+            cfg.log.final_eval_episodes = cfg.log.final_eval_greedy = 0  # both implementations get the same eval below
             run_dir = create_run(cfg)
             train(cfg, run_dir)
             model, obs_transform = policy_from_checkpoint(cfg, load_checkpoint(run_dir / "checkpoint.pt"), Path(tmp))

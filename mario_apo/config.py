@@ -197,6 +197,15 @@ class LogConfig:
         bound="non_negative",
     )
     eval_episodes: int = option(10, "episodes per evaluation", bound="positive")
+    final_eval_episodes: int = option(
+        100,
+        "the metric: after training, the final policy plays N fresh episodes with sampled actions "
+        "(summary.json, with a Wilson interval; its steps are not part of the training budget; 0: skip)",
+        bound="non_negative",
+    )
+    final_eval_greedy: int = option(
+        20, "and N fresh episodes with its most probable action (0: skip)", bound="non_negative"
+    )
     video_every: int = option(
         100,
         "APO on Mario: video of each new best anchor (videos/, and W&B media), at most once per N updates (0: off)",

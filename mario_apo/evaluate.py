@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from mario_apo.config import EnvConfig, RunConfig
 from mario_apo.errors import CheckpointError
 from mario_apo.normalize import Normalizer
-from mario_apo.tasks import Task, make_env, parse_task
+from mario_apo.stats import wilson_interval
+from mario_apo.tasks import Task, make_env, make_vec_env, parse_task
 from mario_apo.video import VideoWriter
 from models.actor_critic import make_model
 
@@ -104,6 +106,90 @@ def _play(
             step, episode_return = step + 1, episode_return + float(reward)
 
 
+def evaluate_final_policy(
+    model: nn.Module,
+    task: Task,
+    env_cfg: EnvConfig,
+    episodes: dict[str, int],
+    num_envs: int,
+    seeds: list[int],
+    obs_transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    stop: Callable[[], bool] = lambda: False,
+    progress: bool = False,
+) -> dict | None:
+    """The benchmark's metric: the final policy on fresh episodes, ``num_envs`` at a time.
+
+    :param episodes: how many episodes per policy, ``{"sampled": 100, "greedy": 20}`` (0 skips one);
+        sampled actions are the policy training used, greedy is its most probable action
+    :param seeds: ``num_envs + 1`` seeds: the envs' (each seeds its sticky-action stream), the sampler's
+    :param stop: polled every step; when it turns true the evaluation is abandoned (returns None)
+    :return: per policy: episodes, successes, success rate with its Wilson 95% interval, mean return,
+        length and max x, and the agent steps it ran; ``steps``: all of them (not part of the training budget)
+    """
+    envs = make_vec_env(task, env_cfg, num_envs)
+    generator = torch.Generator().manual_seed(seeds[num_envs])
+    result: dict = {"num_envs": num_envs, "sticky_actions": env_cfg.sticky_actions if task.is_mario else None}
+    try:
+        with tqdm(total=sum(episodes.values()), desc="final eval", unit="episode", disable=not progress) as bar:
+            for policy, count in episodes.items():
+                if count > 0:
+                    obs, _ = envs.reset(seed=seeds[:num_envs])
+                    result[policy] = _vector_episodes(
+                        model, envs, obs, count, policy == "greedy", generator, obs_transform, stop, bar
+                    )
+                    if result[policy] is None:
+                        return None
+                    if not task.is_mario:
+                        del result[policy]["mean_max_x"]
+    finally:
+        envs.close()
+    result["steps"] = sum(result[policy]["steps"] for policy in episodes if policy in result)
+    return result
+
+
+def _vector_episodes(model, envs, obs, count, greedy, generator, obs_transform, stop, bar) -> dict | None:
+    """``count`` episodes over the vector env's envs; env ``i`` plays ``(count + i) // n`` of them,
+    so that short episodes, which end first, are not over-counted (as SB3's evaluate_policy)."""
+    n = envs.num_envs
+    quota = np.array([(count + i) // n for i in range(n)])
+    played = np.zeros(n, dtype=int)
+    returns, lengths, successes, max_xs = [], [], [], []
+    steps = 0
+    while (played < quota).any():
+        if stop():
+            return None
+        with torch.inference_mode():
+            logits, _ = model(torch.as_tensor(obs if obs_transform is None else obs_transform(obs)))
+        if greedy:
+            actions = logits.argmax(-1)
+        else:
+            actions = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+        obs, _, _, _, infos = envs.step(actions.numpy())
+        steps += n
+        if "final_info" not in infos:
+            continue
+        episode, ended = infos["final_info"]["episode"], infos["final_info"]["_episode"]
+        for i in np.flatnonzero(ended):
+            if played[i] < quota[i]:
+                played[i] += 1
+                returns.append(float(episode["r"][i]))
+                lengths.append(int(episode["l"][i]))
+                successes.append(bool(episode["success"][i]))
+                max_xs.append(int(episode["max_x"][i]))
+                bar.update()
+    low, high = wilson_interval(sum(successes), count)
+    return {
+        "episodes": count,
+        "successes": sum(successes),
+        "success_rate": sum(successes) / count,
+        "wilson95": [low, high],
+        "mean_return": float(np.mean(returns)),
+        "mean_length": float(np.mean(lengths)),
+        "mean_max_x": float(np.mean(max_xs)),
+        "steps": steps,
+    }
+
+
 def policy_from_checkpoint(
     cfg: RunConfig, state: dict, where: Path
 ) -> tuple[nn.Module, Callable[[np.ndarray], np.ndarray]]:
@@ -111,7 +197,7 @@ def policy_from_checkpoint(
     normalisation with the checkpoint's statistics (the identity when the run had none)."""
     task = parse_task(cfg.task)
     probe = make_env(task, cfg.env)
-    model = make_model(probe.observation_space, probe.action_space, scale_inputs=not cfg.ppo.norm_obs)
+    model = make_model(probe.observation_space, probe.action_space)
     normalizer = Normalizer(probe.observation_space.shape, 1, cfg.ppo.gamma, cfg.ppo.norm_obs, norm_reward=False)
     probe.close()
     try:

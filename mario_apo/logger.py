@@ -98,6 +98,11 @@ class RunLogger:
 
             self._wandb.log({"global_step": global_step, key: wandb.Video(str(path), format=path.suffix[1:])})
 
+    def log_summary(self, metrics: dict[str, Any]) -> None:
+        """Once-per-run numbers (the final-policy evaluation): the W&B run's summary, not a curve."""
+        if self._wandb is not None:
+            self._wandb.summary.update(metrics)
+
     def close(self) -> None:
         try:
             self._file.close()

@@ -1,10 +1,13 @@
 """A suite's report from its local run dirs only (no network): Markdown, PNG figures, JSON summary.
 
-Success is the rolling success rate over the last 100 episodes (``charts/success_rate``),
-the flag-reach (or goal-reach) rate on Mario. Per run: the final success rate, the area
-under the success curve (its mean over a grid of env steps, so 1.0 = always succeeding),
-the final 100-episode mean return, the env steps to the first success, and whether it
-"forgot": after first reaching its peak success rate, it fell below half that peak.
+The metric is the final policy (the protocol's): each run's ``summary.json`` holds its final
+checkpoint evaluated on fresh episodes with sampled and with greedy actions. Runs that predate
+that evaluation fall back to the success rate of their last 100 training episodes, and the
+report says so. Per run besides: success per window of agent steps (the learning curve), its
+area (the curve's mean, 1.0 = always succeeding), the steps to the first success, whether it
+"forgot" (fell below half its peak window after reaching it), and the last update's policy and
+anchor diagnostics. Differences between algos are paired by seed (same seed, same env streams):
+a t-interval and a bootstrap interval over the per-seed differences, n beside each.
 """
 
 from __future__ import annotations
@@ -19,57 +22,91 @@ from mario_apo import stats
 from mario_apo.logger import read_metrics
 from mario_apo.suite import RunSpec, Suite, expand
 
-GRID_POINTS = 50
+WINDOWS = 20
+"""Learning-curve windows per run: success rate among the episodes that ended in each."""
+PAIRED_REPS = 10_000
+LAST_EPISODES = 100
+DIAGNOSTICS = {
+    "losses/entropy": "policy entropy",
+    "anchor/p_best_entropy": "anchors' p_best entropy",
+    "anchor/mean_age_updates": "anchor age (updates)",
+    "anchor/mean_length": "anchor length (steps)",
+    "anchor/success_count": "successful anchors",
+}
+"""The last update's diagnostics shown per algo: does APO anchor, or only regularise?"""
 
 
 @dataclass
 class RunData:
     spec: RunSpec
     steps: np.ndarray  # global step of each update
-    success: np.ndarray  # rolling 100-episode success rate at each update
     returns: np.ndarray  # rolling 100-episode mean return at each update
+    episode_steps: np.ndarray  # global step at which each episode ended
     episode_returns: np.ndarray
-    first_success_step: int | None
-
-    def on_grid(self, values: np.ndarray, grid: np.ndarray, before: float) -> np.ndarray:
-        """The step function of ``values`` (last update at or before each grid step)."""
-        idx = np.searchsorted(self.steps, grid, side="right") - 1
-        return np.where(idx >= 0, values[np.maximum(idx, 0)], before)
+    episode_success: np.ndarray
+    final_eval: dict | None  # summary.json's final-policy evaluation (None: the run predates it)
+    diagnostics: dict[str, float]  # the last value of each DIAGNOSTICS metric the run logged
 
     @property
-    def forgot(self) -> bool:
-        peak = self.success.max(initial=0.0)
-        if peak <= 0:
-            return False
-        after_peak = self.success[int(np.argmax(self.success >= peak)) :]
-        return bool((after_peak < peak / 2).any())
+    def first_success_step(self) -> int | None:
+        hits = np.flatnonzero(self.episode_success)
+        return int(self.episode_steps[hits[0]]) if hits.size else None
+
+    def windowed_success(self, edges: np.ndarray) -> np.ndarray:
+        """Success rate among the episodes that ended in each window ``(edges[k], edges[k + 1]]``;
+        a window in which no episode ended repeats the one before (0 before any)."""
+        which = np.searchsorted(edges, self.episode_steps, side="left") - 1
+        curve, last = np.zeros(len(edges) - 1), 0.0
+        for k in range(len(curve)):
+            in_window = self.episode_success[which == k]
+            last = float(in_window.mean()) if in_window.size else last
+            curve[k] = last
+        return curve
+
+    def final_success(self, policy: str) -> float:
+        """The final policy's success rate (``sampled`` or ``greedy``); without a final evaluation,
+        the last 100 training episodes' (the pre-protocol metric)."""
+        if self.final_eval is not None:
+            return float(self.final_eval[policy]["success_rate"])
+        return float(self.episode_success[-LAST_EPISODES:].mean()) if self.episode_success.size else 0.0
+
+
+def forgot(curve: np.ndarray) -> bool:
+    """After first reaching its peak, the curve fell below half of it."""
+    peak = curve.max(initial=0.0)
+    if peak <= 0:
+        return False
+    return bool((curve[int(np.argmax(curve >= peak)) :] < peak / 2).any())
 
 
 def load_run(run_dir: Path, spec: RunSpec) -> RunData:
-    steps, success, returns, episode_returns = [], [], [], []
-    first_success = None
+    steps, returns, episode_steps, episode_returns, episode_success = [], [], [], [], []
+    diagnostics: dict[str, float] = {}
     for record in read_metrics(run_dir / "metrics.jsonl"):
         if "charts/SPS" in record:
             steps.append(record["global_step"])
-            success.append(record.get("charts/success_rate", 0.0))
             returns.append(record.get("charts/return_mean_100", np.nan))
+            diagnostics.update({key: record[key] for key in DIAGNOSTICS if key in record})
         elif "charts/episodic_return" in record:
+            episode_steps.append(record["global_step"])
             episode_returns.append(record["charts/episodic_return"])
-            if record["charts/success"] and first_success is None:
-                first_success = record["global_step"]
+            episode_success.append(bool(record["charts/success"]))
     returns = np.array(returns, dtype=float)
     # before the first episode ends there is no return to average: carry the first one back
     if np.isnan(returns).all():
         returns[:] = 0.0
     else:
         returns = np.where(np.isnan(returns), returns[~np.isnan(returns)][0], returns)
+    summary = json.loads((run_dir / "summary.json").read_text())
     return RunData(
         spec,
         np.array(steps),
-        np.array(success, dtype=float),
         returns,
+        np.array(episode_steps),
         np.array(episode_returns, dtype=float),
-        first_success,
+        np.array(episode_success, dtype=bool),
+        summary.get("final_eval") or None,
+        diagnostics,
     )
 
 
@@ -105,22 +142,44 @@ def _mean_ci(values: np.ndarray) -> tuple[float, float, float]:
     return stats.stratified_bootstrap_ci(values, stats.mean)
 
 
-def _diff_ci(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
-    """Mean(a) - mean(b) over seeds with its bootstrap CI; no interval from a single seed."""
-    if min(len(a), len(b)) < 2:
-        return float(a.mean() - b.mean()), float("nan"), float("nan")
-    return stats.mean_difference_ci(a, b)
+def _metrics(protocol: bool, edges: np.ndarray) -> dict[str, tuple[str, callable]]:
+    """The per-run scores the report compares: name -> (what it is in words, run -> score)."""
+    final = "final-policy success, sampled" if protocol else f"success, last {LAST_EPISODES} training episodes"
+    metrics = {"final_success": (final, lambda r: r.final_success("sampled"))}
+    if protocol:
+        metrics["final_success_greedy"] = ("final-policy success, greedy", lambda r: r.final_success("greedy"))
+    metrics["success_auc"] = ("success AUC (per-window curve)", lambda r: float(r.windowed_success(edges).mean()))
+    return metrics
 
 
-def _verdict(label: str, diff: tuple[float, float, float], what: str) -> str:
-    point, low, high = diff
-    if np.isnan(low):
-        return f"one seed only, too few for an interval or a verdict ({point:+.2f})"
-    if low > 0:
-        return f"{label} higher {what} ({_fmt(*diff)}; the 95% CI excludes 0)"
-    if high < 0:
-        return f"{label} lower {what} ({_fmt(*diff)}; the 95% CI excludes 0)"
-    return f"no detectable difference in {what} ({_fmt(*diff)}; the 95% CI includes 0)"
+def _pairs(labels: list[str], baseline: str) -> list[tuple[str, str]]:
+    """Every algo vs the PPO baseline, and APO vs each control: ppo-ent (regularisation only) and
+    apo-success (anchoring to successes only)."""
+    pairs = [(label, baseline) for label in labels if label != baseline]
+    if "apo" in labels:
+        pairs += [("apo", label) for label in labels if label not in (baseline, "apo")]
+    return pairs
+
+
+def _compare(a: list[RunData], b: list[RunData], score) -> dict:
+    """A - B paired by seed: mean difference, t-interval and bootstrap interval, n."""
+    x, y = np.array([score(r) for r in a]), np.array([score(r) for r in b])
+    _, t_low, t_high = stats.paired_t_ci(x, y)
+    point, b_low, b_high = (
+        stats.paired_difference_ci(x, y, reps=PAIRED_REPS) if len(x) > 1 else (float((x - y).mean()), np.nan, np.nan)
+    )
+    return {"n": len(x), "mean": point, "t95": [t_low, t_high], "bootstrap95": [b_low, b_high]}
+
+
+def _verdict(difference: dict) -> str:
+    intervals = (difference["t95"], difference["bootstrap95"])
+    if np.isnan(intervals[0][0]):
+        return "one seed: no interval"
+    if all(low > 0 for low, _ in intervals):
+        return "higher (both intervals exclude 0)"
+    if all(high < 0 for _, high in intervals):
+        return "lower (both intervals exclude 0)"
+    return "no detectable difference"
 
 
 def write_report(suite: Suite, out_dir: Path | None = None) -> Path:
@@ -135,9 +194,10 @@ def write_report(suite: Suite, out_dir: Path | None = None) -> Path:
     runs, missing = collect(suite)
     labels = list(suite.algos)
     baseline = next((label for label in labels if suite.algos[label]["algo"] == "ppo"), labels[0])
-    others = [label for label in labels if label != baseline]
     tasks = [task for task in suite.tasks if all((task, label) in runs for label in labels)]
-    grid = np.linspace(suite.total_steps / GRID_POINTS, suite.total_steps, GRID_POINTS)
+    edges = np.linspace(0, suite.total_steps, WINDOWS + 1)
+    protocol = all(r.final_eval is not None for data in runs.values() for r in data)
+    metrics = _metrics(protocol, edges)
     random_path = suite.runs_dir / "random_policy.json"
     random_policy = json.loads(random_path.read_text()) if random_path.exists() else {}
 
@@ -145,51 +205,38 @@ def write_report(suite: Suite, out_dir: Path | None = None) -> Path:
         "suite": suite.name,
         "total_steps": suite.total_steps,
         "seeds": suite.seeds,
+        "metric": metrics["final_success"][0],
         "missing_runs": missing,
         "tasks": {},
         "overall": {},
     }
-    lines = _intro(suite, missing)
-
-    final_scores = {label: [] for label in labels}  # label -> per task arrays of seeds
-    auc_scores = {label: [] for label in labels}
-    final_diffs = {label: [] for label in others}  # label -> per task (point, low, high) vs the baseline
+    lines = _intro(suite, missing, protocol)
     for task in tasks:
-        summary["tasks"][task] = {}
-        fig, (ax_s, ax_r) = plt.subplots(1, 2, figsize=(11, 4))
-        lines += _task_heading(task, random_policy)
-        for label in labels:
-            data = runs[(task, label)]
-            success_curves = np.stack([r.on_grid(r.success, grid, 0.0) for r in data])
-            return_curves = np.stack([r.on_grid(r.returns, grid, r.returns[0]) for r in data])
-            final = np.array([r.success[-1] for r in data])
-            auc = success_curves.mean(axis=1)
-            final_scores[label].append(final)
-            auc_scores[label].append(auc)
-            summary["tasks"][task][label] = row = _algo_row(data, final, auc)
-            lines.append(_algo_table_line(label, row))
-            for ax, curves in ((ax_s, success_curves), (ax_r, return_curves)):
-                mean_curve, low, high = stats.bootstrap_band(curves)
-                ax.plot(grid, mean_curve, label=f"{label} (n={len(data)})")
-                ax.fill_between(grid, low, high, alpha=0.25)
-        for label in others:
-            diff = _diff_ci(final_scores[label][-1], final_scores[baseline][-1])
-            final_diffs[label].append(diff)
-            summary["tasks"][task][f"{label}_minus_{baseline}_final_success"] = diff
-            lines += ["", f"{label} vs {baseline}: {_verdict(label, diff, 'final success rate')}."]
-        ax_s.set(
-            title=f"{task}: success rate (last 100 episodes)", xlabel="agent steps (all envs)", ylabel="success rate"
-        )
-        ax_r.set(title=f"{task}: return (last 100 episodes)", xlabel="agent steps (all envs)", ylabel="return")
-        figure = f"curves-{task.replace(':', '-')}.png"
-        _save_figure(fig, (ax_s, ax_r), out_dir / figure)
-        lines += ["", f"![{task} curves]({figure})", ""]
+        task_runs = {label: runs[(task, label)] for label in labels}
+        rows = {label: _algo_row(data, metrics, edges) for label, data in task_runs.items()}
+        comparisons = [
+            {"a": a, "b": b, "metric": name, **_compare(task_runs[a], task_runs[b], score)}
+            for a, b in _pairs(labels, baseline)
+            for name, (_, score) in metrics.items()
+        ]
+        summary["tasks"][task] = {"algos": rows, "comparisons": comparisons}
+        lines += _task_heading(task, random_policy, metrics)
+        lines += [_algo_table_line(label, row, metrics) for label, row in rows.items()]
+        lines += _per_run_table(task_runs, protocol)
+        lines += _comparison_table(comparisons, metrics)
+        lines += _diagnostics_table(task_runs)
+        lines += _curve_figure(task, task_runs, edges, out_dir, plt)
         lines += _episode_figure(runs, task, labels, out_dir, plt)
 
     if tasks:
-        lines += _overall(labels, baseline, others, final_scores, auc_scores, summary)
-    if random_policy and others and len(tasks) > 1:
-        lines += _ladder_figure(tasks, baseline, others, final_diffs, random_policy, out_dir, plt)
+        scores = {
+            label: {name: np.stack([[score(r) for r in runs[(task, label)]] for task in tasks], axis=1)
+                    for name, (_, score) in metrics.items()}
+            for label in labels
+        }  # fmt: skip
+        lines += _overall(labels, baseline, scores, metrics, summary)
+    if random_policy and len(labels) > 1 and len(tasks) > 1:
+        lines += _ladder_figure(tasks, baseline, labels, summary, random_policy, out_dir, plt)
 
     (out_dir / "summary.json").write_text(json.dumps(_without_nan(summary), indent=2))
     report = out_dir / "report.md"
@@ -197,15 +244,24 @@ def write_report(suite: Suite, out_dir: Path | None = None) -> Path:
     return report
 
 
-def _intro(suite: Suite, missing: list[str]) -> list[str]:
-    """The report's title, how it was made, and which runs it leaves out."""
+def _intro(suite: Suite, missing: list[str], protocol: bool) -> list[str]:
+    """The report's title, how it was made, what its metric is, and which runs it leaves out."""
     lines = [f"# Suite `{suite.name}`", "", suite.description.strip(), ""]
     lines += [
         f"Generated by `mario-apo suite report {suite.path}` from the run dirs under `{suite.runs_dir}/`. "
-        f"Budget: {suite.total_steps:,} agent steps per run, seeds {suite.seeds}. "
-        "Intervals are 95% bootstrap CIs over seeds.",
+        f"Budget: {suite.total_steps:,} agent steps per run, seeds {suite.seeds}. Means over seeds carry 95% "
+        "bootstrap CIs; differences are paired by seed, with a t-interval and a bootstrap interval "
+        f"({PAIRED_REPS:,} resamples), n beside each. Learning curves: success rate among the episodes that "
+        f"ended in each of {WINDOWS} equal windows of agent steps.",
         "",
     ]
+    if not protocol:
+        lines += [
+            '**Pre-protocol runs:** these runs have no final-policy evaluation, so "final success" here is '
+            f"the success rate of each run's last {LAST_EPISODES} training episodes, which spans a different "
+            "share of the run on every task.",
+            "",
+        ]
     if missing:
         lines += [
             f"**Incomplete:** {len(missing)} of {len(expand(suite))} runs are left out (not finished, or "
@@ -216,44 +272,128 @@ def _intro(suite: Suite, missing: list[str]) -> list[str]:
     return lines
 
 
-def _task_heading(task: str, random_policy: dict) -> list[str]:
+def _task_heading(task: str, random_policy: dict, metrics: dict) -> list[str]:
     """A task's section title, its random-policy success rate, and its table's header."""
     lines = [f"## {task}", ""]
     if task in random_policy:
+        rate = random_policy[task]
+        interval = " [{:.3f}, {:.3f}], Wilson 95%".format(*rate["wilson_95"]) if "wilson_95" in rate else ""
         lines += [
-            f"Uniform-random policy success rate: {random_policy[task]['success_rate']:.3f} "
-            f"({random_policy[task]['episodes']} episodes).",
+            f"Uniform-random policy success rate: {rate['success_rate']:.3f} ({rate['episodes']} episodes{interval}).",
             "",
         ]
+    names = " | ".join(what for what, _ in metrics.values())
     return lines + [
-        "| algo | seeds | final success | success AUC | final return (100 ep.) "
-        "| steps to first success (median; never) | forgot |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| algo | n | {names} | steps to first success (median; never) | forgot |",
+        "| --- | --- | " + "--- | " * len(metrics) + "--- | --- |",
     ]
 
 
-def _algo_row(data: list[RunData], final: np.ndarray, auc: np.ndarray) -> dict:
+def _algo_row(data: list[RunData], metrics: dict, edges: np.ndarray) -> dict:
     """One algo's numbers on one task, over its seeds."""
     firsts = [r.first_success_step for r in data]
     reached = [f for f in firsts if f is not None]
-    return {
-        "seeds": len(data),
-        "final_success": _mean_ci(final),
-        "success_auc": _mean_ci(auc),
-        "final_return": _mean_ci(np.array([r.returns[-1] for r in data])),
-        "median_steps_to_first_success": float(np.median(reached)) if reached else None,
-        "never_succeeded": len(firsts) - len(reached),
-        "forgetting_fraction": float(np.mean([r.forgot for r in data])),
-    }
+    row = {"n": len(data)}
+    row.update({name: _mean_ci(np.array([score(r) for r in data])) for name, (_, score) in metrics.items()})
+    row.update(
+        {
+            "median_steps_to_first_success": float(np.median(reached)) if reached else None,
+            "never_succeeded": len(firsts) - len(reached),
+            "forgetting_fraction": float(np.mean([forgot(r.windowed_success(edges)) for r in data])),
+        }
+    )
+    return row
 
 
-def _algo_table_line(label: str, row: dict) -> str:
+def _algo_table_line(label: str, row: dict, metrics: dict) -> str:
     steps = row["median_steps_to_first_success"]
     first_text = f"{steps:,.0f}" if steps is not None else "-"
-    return (
-        f"| {label} | {row['seeds']} | {_fmt(*row['final_success'])} | {_fmt(*row['success_auc'])} | "
-        f"{_fmt(*row['final_return'])} | {first_text}; {row['never_succeeded']} | {row['forgetting_fraction']:.2f} |"
-    )
+    cells = " | ".join(_fmt(*row[name]) for name in metrics)
+    forgetting = row["forgetting_fraction"]
+    return f"| {label} | {row['n']} | {cells} | {first_text}; {row['never_succeeded']} | {forgetting:.2f} |"
+
+
+def _per_run_table(task_runs: dict[str, list[RunData]], protocol: bool) -> list[str]:
+    """Each run's final-policy successes with their Wilson interval, and its evaluation's cost."""
+    if not protocol:
+        return [""]
+    lines = [
+        "",
+        "<details><summary>Per run: final-policy successes (Wilson 95%) and evaluation cost</summary>",
+        "",
+        "| run | sampled | greedy | eval steps (not in the budget) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for data in task_runs.values():
+        for r in data:
+            cells = []
+            for policy in ("sampled", "greedy"):
+                result = r.final_eval.get(policy)
+                cells.append(
+                    "-"
+                    if result is None
+                    else f"{result['successes']}/{result['episodes']} [{result['wilson95'][0]:.2f}, "
+                    f"{result['wilson95'][1]:.2f}]"
+                )
+            lines.append(f"| {r.spec.name} | {cells[0]} | {cells[1]} | {r.final_eval['steps']:,} |")
+    return lines + ["", "</details>", ""]
+
+
+def _comparison_table(comparisons: list[dict], metrics: dict) -> list[str]:
+    n = min(c["n"] for c in comparisons)
+    lines = [
+        "Paired differences (A - B, per seed):",
+        "",
+        "| A - B | metric | n | mean | t 95% CI | bootstrap 95% CI | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in comparisons:
+        lines.append(
+            f"| {c['a']} - {c['b']} | {metrics[c['metric']][0]} | {c['n']} | {c['mean']:+.3f} | "
+            f"{_fmt(c['mean'], *c['t95'], digits=3)} | {_fmt(c['mean'], *c['bootstrap95'], digits=3)} | "
+            f"{_verdict(c)} |"
+        )
+    if n < 10:
+        lines += [
+            "",
+            f"n = {n} < 10: these intervals are approximate (a percentile bootstrap under-covers at small n; "
+            "the t-interval assumes normal per-seed differences, which success rates near 0 or 1 are not).",
+        ]
+    return lines + [""]
+
+
+def _diagnostics_table(task_runs: dict[str, list[RunData]]) -> list[str]:
+    """Policy entropy beside the anchors' own: an APO whose anchors are near-uniform early episodes
+    regularises rather than anchors."""
+    keys = [key for key in DIAGNOSTICS if any(key in r.diagnostics for data in task_runs.values() for r in data)]
+    lines = ["At the last update (mean over seeds):", "", "| algo | " + " | ".join(DIAGNOSTICS[k] for k in keys) + " |"]
+    lines.append("| --- | " + "--- | " * len(keys))
+    for label, data in task_runs.items():
+        cells = []
+        for key in keys:
+            values = [r.diagnostics[key] for r in data if key in r.diagnostics]
+            cells.append(f"{np.mean(values):.3g}" if values else "-")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _curve_figure(task: str, task_runs: dict[str, list[RunData]], edges: np.ndarray, out_dir: Path, plt) -> list[str]:
+    """Success per window and the 100-episode return vs agent steps; mean and 95% band over seeds."""
+    fig, (ax_s, ax_r) = plt.subplots(1, 2, figsize=(11, 4))
+    centres = (edges[:-1] + edges[1:]) / 2
+    for label, data in task_runs.items():
+        success = np.stack([r.windowed_success(edges) for r in data])
+        returns = np.stack([np.interp(centres, r.steps, r.returns) for r in data])
+        for ax, curves in ((ax_s, success), (ax_r, returns)):
+            mean_curve, low, high = stats.bootstrap_band(curves)
+            ax.plot(centres, mean_curve, label=f"{label} (n={len(data)})")
+            ax.fill_between(centres, low, high, alpha=0.25)
+    window = edges[1] - edges[0]
+    ax_s.set(title=f"{task}: success per {window:,.0f}-step window", xlabel="agent steps (all envs)", ylabel="success")
+    ax_r.set(title=f"{task}: return (last 100 episodes)", xlabel="agent steps (all envs)", ylabel="return")
+    figure = f"curves-{task.replace(':', '-')}.png"
+    _save_figure(fig, (ax_s, ax_r), out_dir / figure)
+    return ["", f"![{task} curves]({figure})", ""]
 
 
 def _without_nan(value):
@@ -277,35 +417,29 @@ def _save_figure(fig, axes, path: Path) -> None:
     plt.close(fig)
 
 
-def _overall(labels, baseline, others, final_scores, auc_scores, summary) -> list[str]:
+def _overall(labels, baseline, scores, metrics, summary) -> list[str]:
+    """IQM per algo over every (task, seed) score and P(algo > baseline), as rliable defines them."""
+    names = [name for name in ("final_success", "success_auc") if name in metrics]
     lines = [
         "## Overall (all tasks)",
         "",
         "IQM over all (task, seed) scores with 95% stratified bootstrap CIs; P(X > Y) as in rliable.",
         "",
-        "| algo | IQM final success | IQM success AUC |",
-        "| --- | --- | --- |",
+        "| algo | " + " | ".join(f"IQM {metrics[name][0]}" for name in names) + " |",
+        "| --- | " + "--- | " * len(names),
     ]
     for label in labels:
-        final = np.stack(final_scores[label], axis=1)
-        auc = np.stack(auc_scores[label], axis=1)
-        row = {
-            "iqm_final_success": stats.stratified_bootstrap_ci(final, stats.iqm),
-            "iqm_success_auc": stats.stratified_bootstrap_ci(auc, stats.iqm),
-        }
-        summary["overall"][label] = row
-        lines.append(f"| {label} | {_fmt(*row['iqm_final_success'])} | {_fmt(*row['iqm_success_auc'])} |")
+        summary["overall"][label] = row = {f"iqm_{name}": stats.stratified_bootstrap_ci(scores[label][name], stats.iqm)
+                                           for name in names}  # fmt: skip
+        lines.append(f"| {label} | " + " | ".join(_fmt(*row[f"iqm_{name}"]) for name in names) + " |")
     lines.append("")
-    for label in others:
-        x_final, y_final = np.stack(final_scores[label], 1), np.stack(final_scores[baseline], 1)
-        x_auc, y_auc = np.stack(auc_scores[label], 1), np.stack(auc_scores[baseline], 1)
-        poi_final = stats.probability_of_improvement_ci(x_final, y_final)
-        poi_auc = stats.probability_of_improvement_ci(x_auc, y_auc)
-        summary["overall"][f"P({label}>{baseline})"] = {"final_success": poi_final, "success_auc": poi_auc}
-        lines.append(
-            f"P({label} > {baseline}): final success {_fmt(*poi_final)}, success AUC {_fmt(*poi_auc)} "
-            "(0.5 = no difference)."
-        )
+    for label in labels:
+        if label == baseline:
+            continue
+        poi = {name: stats.probability_of_improvement_ci(scores[label][name], scores[baseline][name]) for name in names}
+        summary["overall"][f"P({label}>{baseline})"] = poi
+        text = ", ".join(f"{metrics[name][0]} {_fmt(*poi[name])}" for name in names)
+        lines.append(f"P({label} > {baseline}): {text} (0.5 = no difference).")
     return lines + [""]
 
 
@@ -340,42 +474,53 @@ def _episode_figure(runs, task, labels, out_dir: Path, plt) -> list[str]:
     ]
 
 
-def _ladder_figure(tasks, baseline, others, final_diffs, random_policy, out_dir: Path, plt) -> list[str]:
-    """The hypothesis in one picture: APO - PPO final success vs how often a random policy succeeds."""
+def _ladder_figure(tasks, baseline, labels, summary, random_policy, out_dir: Path, plt) -> list[str]:
+    """The hypothesis in one picture: each algo's paired final-success difference from the baseline vs
+    how often a uniform-random policy succeeds (its Wilson interval as horizontal bars)."""
     fig, ax = plt.subplots(figsize=(7, 4))
+    others = [label for label in labels if label != baseline]
     rows = [
-        "| task | random-policy success | " + " | ".join(f"{label} - {baseline}" for label in others) + " |",
+        "| task | random-policy success | " + " | ".join(f"{label} - {baseline} (n)" for label in others) + " |",
         "| --- | --- | " + " | ".join("---" for _ in others) + " |",
     ]
+
+    def difference(task: str, label: str) -> dict:
+        return next(
+            c for c in summary["tasks"][task]["comparisons"]
+            if (c["a"], c["b"], c["metric"]) == (label, baseline, "final_success")
+        )  # fmt: skip
+
+    rated = sorted((t for t in tasks if t in random_policy), key=lambda t: random_policy[t]["success_rate"])
+    floor = 1e-3  # a rung a random policy never solved is drawn here
+    xs = np.array([max(random_policy[t]["success_rate"], floor) for t in rated])
+    x_low = [max(random_policy[t].get("wilson_95", (x, x))[0], floor) for t, x in zip(rated, xs, strict=True)]
+    x_high = [max(random_policy[t].get("wilson_95", (x, x))[1], floor) for t, x in zip(rated, xs, strict=True)]
     for label in others:
-        rungs = []
-        for k, task in enumerate(tasks):
-            if task in random_policy:
-                point, low, high = final_diffs[label][k]
-                rungs.append((max(random_policy[task]["success_rate"], 1e-3), point, point - low, high - point, task))
-        rungs.sort()  # rarest rung first
-        xs, points, lows, highs, names = zip(*rungs, strict=True)
-        ax.errorbar(xs, points, yerr=[lows, highs], fmt="o-", capsize=4, label=f"{label} - {baseline}")
-        for x, point, name in zip(xs, points, names, strict=True):
-            ax.annotate(name.split(":", 2)[-1], (x, point), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    for k, task in enumerate(tasks):
-        if task in random_policy:
-            cells = [_fmt(*final_diffs[label][k]) for label in others]
-            rows.append(f"| {task} | {random_policy[task]['success_rate']:.3f} | " + " | ".join(cells) + " |")
+        diffs = [difference(t, label) for t in rated]
+        points = np.array([d["mean"] for d in diffs])
+        lows = np.array([d["bootstrap95"][0] for d in diffs])
+        highs = np.array([d["bootstrap95"][1] for d in diffs])
+        ax.errorbar(xs, points, yerr=[points - lows, highs - points], xerr=[xs - x_low, np.array(x_high) - xs],
+                    fmt="o-", capsize=4, label=f"{label} - {baseline}")  # fmt: skip
+    for x, task in zip(xs, rated, strict=True):
+        ax.annotate(task.split(":", 2)[-1], (x, 0.0), textcoords="offset points", xytext=(4, -12), fontsize=8)
+    for task in rated:
+        cells = [f"{_fmt(d['mean'], *d['bootstrap95'])} ({d['n']})" for d in (difference(task, lb) for lb in others)]
+        rows.append(f"| {task} | {random_policy[task]['success_rate']:.3f} | " + " | ".join(cells) + " |")
     ax.axhline(0.0, color="grey", lw=1)
     ax.set_xscale("log")
     ax.set(
         title="Anchoring benefit vs goal rarity",
         xlabel="random-policy success rate (log; rarer to the left)",
-        ylabel="final success rate difference",
+        ylabel=f"final success - {baseline} (paired)",
     )
     _save_figure(fig, (ax,), out_dir / "ladder.png")
     return [
-        "## The ladder: anchoring benefit vs goal rarity",
+        "## The ladder: difference from the baseline vs goal rarity",
         "",
         *rows,
         "",
-        "A random policy that never succeeded is drawn at 0.001.",
+        f"Paired bootstrap 95% intervals. A random policy that never succeeded is drawn at {floor}.",
         "",
         "![ladder](ladder.png)",
         "",

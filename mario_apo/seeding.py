@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_TORCH, _NUMPY, _PYTHON, _ANCHORS, _ENVS, _EVAL = range(6)
+_TORCH, _NUMPY, _PYTHON, _ANCHORS, _ENVS, _EVAL, _FINAL_EVAL = range(7)
 
 
 class SeedStreams:
@@ -50,3 +50,8 @@ class SeedStreams:
 
     def eval_seed(self, update: int) -> int:
         return self._integer(_EVAL, update)
+
+    def final_eval_seeds(self, count: int) -> list[int]:
+        """Seeds of the final-policy evaluation (its envs, then its action sampler): episodes no
+        training or periodic evaluation stream plays."""
+        return [self._integer(_FINAL_EVAL, k) for k in range(count)]

@@ -33,7 +33,7 @@ from mario_apo.anchors import make_anchoring
 from mario_apo.checkpoint import CHECKPOINT, load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from mario_apo.config import RunConfig
 from mario_apo.errors import CheckpointError, NonFiniteLoss, TrainingError
-from mario_apo.evaluate import evaluate
+from mario_apo.evaluate import evaluate, evaluate_final_policy
 from mario_apo.logger import RunLogger
 from mario_apo.normalize import Normalizer
 from mario_apo.ppo import EpisodeEnd, Rollout, compute_gae, ppo_update
@@ -157,6 +157,9 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
                 trainer.maybe_checkpoint(force=stop.requested)
                 if stop.requested:
                     break
+            if state.update == ppo.num_updates and not stop.requested:
+                progress.close()
+                trainer.evaluate_final_policy(stop=lambda: stop.requested)
     except BaseException:
         trainer.close(failed=True)
         raise
@@ -199,7 +202,7 @@ class Trainer:
         self.envs = EnvGroups(self.task, cfg.env, ppo.num_envs)
         try:
             obs_space, action_space = self.envs.single_observation_space, self.envs.single_action_space
-            self.model = make_model(obs_space, action_space, scale_inputs=not ppo.norm_obs)
+            self.model = make_model(obs_space, action_space)
             self.normalizer = Normalizer(obs_space.shape, ppo.num_envs, ppo.gamma, ppo.norm_obs, ppo.norm_reward)
             self.optimizer = torch.optim.Adam(self.model.parameters(), lr=ppo.learning_rate, eps=1e-5)
             self.anchoring = make_anchoring(cfg, self.task, self.streams.anchors(), self.normalizer.obs)
@@ -214,6 +217,7 @@ class Trainer:
                 ppo.num_steps, ppo.num_envs, obs_space.shape, obs_dtype, action_space.n, keep_raw_obs=ppo.norm_obs
             )
             self.timer = StageTimer()
+            self.final_eval: dict | None = None
             self.episode_discounted_returns, self.episode_discounts = np.zeros(ppo.num_envs), np.ones(ppo.num_envs)
             # Resumed envs start fresh episodes (emulator state is not checkpointed) from fresh
             # seeds, so a resumed run does not replay its first episodes.
@@ -385,6 +389,36 @@ class Trainer:
         metrics["eval/seconds"] = time.perf_counter() - start
         return metrics
 
+    def evaluate_final_policy(self, stop) -> None:
+        """The benchmark's metric (``summary.json``'s ``final_eval``): the trained policy on fresh
+        episodes, in fresh envs; the training envs are closed first, to give it their cores."""
+        log, num_envs = self.cfg.log, self.cfg.ppo.num_envs
+        episodes = {"sampled": log.final_eval_episodes, "greedy": log.final_eval_greedy}
+        if not any(episodes.values()):
+            self.final_eval = {}
+            return
+        self.envs.close()
+        self.final_eval = evaluate_final_policy(
+            self.model.eval(),
+            self.task,
+            self.cfg.env,
+            episodes,
+            num_envs,
+            self.streams.final_eval_seeds(num_envs + 1),
+            obs_transform=self.normalizer.obs,
+            stop=stop,
+            progress=log.progress,
+        )
+        if self.final_eval is not None:
+            self.logger.log_summary(
+                {
+                    f"final/{policy}_{key}": value
+                    for policy in episodes
+                    for key, value in self.final_eval.get(policy, {}).items()
+                    if key in ("success_rate", "mean_return", "mean_max_x")
+                }
+            )
+
     def maybe_checkpoint(self, force: bool = False) -> None:
         """Checkpoint every ``checkpoint_every`` updates, at the last update, and when ``force``d."""
         update = self.state.update
@@ -429,9 +463,11 @@ class Trainer:
             "global_step": state.global_step,
             "updates": state.update,
             "episodes": state.episodes_done,
-            "interrupted": state.update < self.cfg.ppo.num_updates,
+            # training done but stopped during the final evaluation: the run is not finished either
+            "interrupted": state.update < self.cfg.ppo.num_updates or self.final_eval is None,
             "success_rate_100": window.get("charts/success_rate", 0.0),
             "return_mean_100": window.get("charts/return_mean_100", 0.0),
+            "final_eval": self.final_eval,
         }
         if not summary["interrupted"]:  # the suite runner skips finished runs
             try:

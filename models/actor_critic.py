@@ -51,24 +51,20 @@ class NatureCNN(nn.Module):
 
 
 class MLPActorCritic(nn.Module):
-    """Separate 64-64 tanh actor and critic for vector observations.
+    """Separate 64-64 tanh actor and critic for vector observations (SB3's MlpPolicy).
 
-    Observation dimensions with finite bounds are rescaled to [-1, 1] (MountainCar's
-    velocity spans only +-0.07); unbounded ones (CartPole's velocities) pass through.
-    With ``scale_inputs=False`` (observations already standardised) nothing is rescaled.
+    The policy sees observations as the env (or ``norm_obs``) gives them, as SB3's does:
+    the parity benchmark showed that rescaling bounded dimensions to [-1, 1], which
+    models before 0.3 did, cost CartPole runs their final policy. ``center`` and
+    ``half_range`` stay as an input map that is the identity for new models, so that a
+    0.2 checkpoint loads with the rescaling it was trained with.
     """
 
-    def __init__(
-        self, observation_space: gym.spaces.Box, num_actions: int, hidden: int = 64, scale_inputs: bool = True
-    ):
+    def __init__(self, observation_space: gym.spaces.Box, num_actions: int, hidden: int = 64):
         super().__init__()
-        low, high = observation_space.low.astype(np.float32), observation_space.high.astype(np.float32)
-        bounded = np.isfinite(low) & np.isfinite(high) & scale_inputs
-        low, high = np.where(bounded, low, -1.0), np.where(bounded, high, 1.0)
-        center = ((high + low) / 2).astype(np.float32)
-        half_range = ((high - low) / 2).astype(np.float32)
-        self.register_buffer("center", torch.from_numpy(center))
-        self.register_buffer("half_range", torch.from_numpy(half_range))
+        obs_shape = observation_space.shape
+        self.register_buffer("center", torch.zeros(obs_shape))
+        self.register_buffer("half_range", torch.ones(obs_shape))
         obs_dim = int(np.prod(observation_space.shape))
 
         def body(out_dim: int, out_std: float) -> nn.Sequential:
@@ -88,16 +84,14 @@ class MLPActorCritic(nn.Module):
         return self.actor(x), self.critic(x).squeeze(-1)
 
 
-def make_model(
-    observation_space: gym.spaces.Box, action_space: gym.spaces.Discrete, scale_inputs: bool = True
-) -> nn.Module:
-    """A CNN for ``(C, H, W)`` uint8 frames, an MLP for flat vectors (``scale_inputs``: see ``MLPActorCritic``)."""
+def make_model(observation_space: gym.spaces.Box, action_space: gym.spaces.Discrete) -> nn.Module:
+    """A CNN for ``(C, H, W)`` uint8 frames, an MLP for flat vectors."""
     if not isinstance(action_space, gym.spaces.Discrete):
         raise ValueError(f"only discrete action spaces are supported, got {action_space}")
     if len(observation_space.shape) == 3:
         return NatureCNN(observation_space.shape[0], int(action_space.n))
     if len(observation_space.shape) == 1:
-        return MLPActorCritic(observation_space, int(action_space.n), scale_inputs=scale_inputs)
+        return MLPActorCritic(observation_space, int(action_space.n))
     raise ValueError(
         f"no model for observation shape {observation_space.shape}: expected (C, 84, 84) frames or a flat vector"
     )

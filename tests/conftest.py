@@ -48,6 +48,7 @@ def tiny_run_config(run_dir: Path, task: str = "mario:1-1:goal:300", algo: str =
         ppo.num_envs, ppo.num_steps, ppo.total_steps, ppo.num_minibatches, ppo.update_epochs = 2, 64, 512, 2, 1
     cfg = RunConfig(algo=algo, task=task, ppo=ppo)
     cfg.log.run_dir, cfg.log.progress = str(run_dir), False
+    cfg.log.final_eval_episodes, cfg.log.final_eval_greedy = 4, 2
     for name, value in settings.items():
         target = next(part for part in (cfg.ppo, cfg.anchor, cfg.log, cfg.env, cfg) if hasattr(part, name))
         setattr(target, name, value)
@@ -74,7 +75,9 @@ def apo_run(tmp_path_factory) -> Path:
 
 # ---- training in a real subprocess -------------------------------------------------------
 
-TRAIN = [sys.executable, "-m", "mario_apo.cli", "train", "--wandb", "disabled", "--no-progress"]
+# A few final-evaluation episodes, not the metric's 100 + 20: tests check the mechanics.
+QUICK_FINAL_EVAL = ["--final-eval-episodes", "4", "--final-eval-greedy", "2"]
+TRAIN = [sys.executable, "-m", "mario_apo.cli", "train", "--wandb", "disabled", "--no-progress", *QUICK_FINAL_EVAL]
 
 
 def start_train(run_dir_parent: Path, flags: str) -> subprocess.Popen:
@@ -93,7 +96,8 @@ def train_in_process(run_dir_parent: Path, flags: str) -> int:
     """``mario-apo train FLAGS`` through ``main`` in this process; its exit code."""
     from mario_apo.cli import main
 
-    return main(["train", "--run-dir", str(run_dir_parent), "--wandb", "disabled", "--no-progress", *flags.split()])
+    flags = ["--wandb", "disabled", "--no-progress", *QUICK_FINAL_EVAL, *flags.split()]
+    return main(["train", "--run-dir", str(run_dir_parent), *flags])
 
 
 def assert_one_line_error(stderr: str, valid: str) -> None:

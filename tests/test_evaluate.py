@@ -72,3 +72,44 @@ def test_greedy_eval_plays_distinct_episodes_only_with_sticky_actions(apo_run, t
     # nothing; still its episodes differ, where the deterministic emulator replays one game forever
     assert results["sticky"]["distinct_episodes"] >= 2
     assert results["deterministic"]["distinct_episodes"] == 1
+
+
+def test_the_final_policy_evaluation_is_in_summary_json_and_outside_the_budget(tmp_path):
+    runs = tmp_path / "runs"
+    flags = "--algo ppo --task cartpole --total-steps 2048 --name c --final-eval-episodes 30 --final-eval-greedy 10"
+    assert train_in_process(runs, flags) == 0
+    summary = json.loads((runs / "c" / "summary.json").read_text())
+    assert summary["global_step"] == 2048 and not summary["interrupted"]  # evaluation steps are not training's
+    final = summary["final_eval"]
+    for policy, episodes in (("sampled", 30), ("greedy", 10)):
+        result = final[policy]
+        assert result["episodes"] == episodes and 0 <= result["successes"] <= episodes
+        low, high = result["wilson95"]
+        assert low <= result["success_rate"] == result["successes"] / episodes <= high
+        # every counted episode ran to its end, in steps the evaluation ran (envs idle past their quota count too)
+        assert episodes * result["mean_length"] <= result["steps"]
+    assert final["steps"] == final["sampled"]["steps"] + final["greedy"]["steps"]
+
+
+def test_the_final_evaluation_is_reproducible_splits_episodes_over_envs_and_can_be_stopped(tmp_path):
+    import torch
+
+    from mario_apo.config import EnvConfig
+    from mario_apo.evaluate import evaluate_final_policy
+    from mario_apo.tasks import make_env, parse_task
+    from models.actor_critic import make_model
+
+    task = parse_task("cartpole")
+    probe = make_env(task, EnvConfig())
+    torch.manual_seed(0)
+    model = make_model(probe.observation_space, probe.action_space)
+    probe.close()
+
+    def run(**kwargs):
+        return evaluate_final_policy(
+            model, task, EnvConfig(), {"sampled": 10, "greedy": 3}, 8, list(range(9)), **kwargs
+        )
+
+    first = run()
+    assert first == run() and first["sampled"]["episodes"] == 10 and first["greedy"]["episodes"] == 3
+    assert run(stop=lambda: True) is None

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mario_apo.checkpoint import load_checkpoint
@@ -31,6 +32,10 @@ seeds = [1, 2]
 total_steps = 2048
 jobs = 2
 checkpoint_every = 2
+
+[train]
+final_eval_episodes = 20
+final_eval_greedy = 4
 
 [algos.ppo]
 algo = "ppo"
@@ -52,7 +57,7 @@ def test_matrix_expansion_and_commands(tmp_path):
     text = TINY.replace('tasks = ["cartpole"]', 'tasks = ["cartpole", "mario:1-1:goal:600"]').replace(
         "[1, 2]", "[1, 2, 3]"
     )
-    suite = load_suite(write_suite(tmp_path, text + "\n[train]\nmax_episode_steps = 500\n"))
+    suite = load_suite(write_suite(tmp_path, text.replace("[train]\n", "[train]\nmax_episode_steps = 500\n")))
     specs = expand(suite)
     assert len(specs) == 2 * 2 * 3 and len({s.name for s in specs}) == 12
     assert "apo-mario-1-1-goal-600-s3" in {s.name for s in specs}
@@ -109,15 +114,30 @@ def test_tiny_real_suite_runs_skips_resumes_and_reports(tmp_path, monkeypatch, c
     steps = [json.loads(line)["global_step"] for line in (interrupted / "metrics.jsonl").open() if "charts/SPS" in line]
     assert steps == sorted(set(steps)) and steps[-1] == 2048
     assert json.loads((stale / "config.json").read_text())["seed"] == 2
+    # the resumed run had finished training: resuming ran only its final-policy evaluation
+    assert json.loads((interrupted / "summary.json").read_text())["final_eval"]["sampled"]["episodes"] == 20
 
     assert main(["suite", "report", str(path)]) == 0
     out = tmp_path / "experiments" / "results" / "tiny"
     report = (out / "report.md").read_text()
-    for text in ("## cartpole", "final success", "IQM", "P(apo > ppo)", "apo vs ppo:", "Return vs episodes"):
+    for text in ("## cartpole", "final-policy success, sampled", "Per run", "IQM", "P(apo > ppo)", "| apo - ppo |"):
         assert text in report, text
+    assert "n = 2 < 10: these intervals are approximate" in report and "Pre-protocol" not in report
     assert (out / "curves-cartpole.png").stat().st_size > 1000 and (out / "episodes-cartpole.png").exists()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["tasks"]["cartpole"]["ppo"]["seeds"] == 2 and summary["missing_runs"] == []
+    assert summary["tasks"]["cartpole"]["algos"]["ppo"]["n"] == 2 and summary["missing_runs"] == []
+
+    # the paired interval, by hand from the runs' own summary.json
+    def sampled(name):
+        return json.loads((runs / name / "summary.json").read_text())["final_eval"]["sampled"]["success_rate"]
+
+    differences = np.array([sampled(f"apo-cartpole-s{s}") - sampled(f"ppo-cartpole-s{s}") for s in (1, 2)])
+    half = 12.706204736174707 * differences.std(ddof=1) / np.sqrt(2)  # t(0.975, 1 degree of freedom)
+    (paired,) = [
+        c for c in summary["tasks"]["cartpole"]["comparisons"] if (c["a"], c["metric"]) == ("apo", "final_success")
+    ]
+    assert paired["n"] == 2 and paired["mean"] == pytest.approx(differences.mean())
+    assert paired["t95"] == pytest.approx([differences.mean() - half, differences.mean() + half])
 
 
 @pytest.mark.slow
@@ -129,14 +149,17 @@ def test_report_uses_only_seeds_finished_for_every_algo(tmp_path, monkeypatch):
     assert main(["suite", "run", str(suite.path)]) == 0
     (tmp_path / "runs" / "tiny" / "ppo-cartpole-s2" / "summary.json").unlink()  # seed 2 half done
     summary = json.loads((write_report(suite).parent / "summary.json").read_text())
-    assert summary["tasks"]["cartpole"]["ppo"]["seeds"] == summary["tasks"]["cartpole"]["apo"]["seeds"] == 1
+    algos = summary["tasks"]["cartpole"]["algos"]
+    assert algos["ppo"]["n"] == algos["apo"]["n"] == 1
     assert sorted(summary["missing_runs"]) == ["apo-cartpole-s2", "ppo-cartpole-s2"]
 
 
 @pytest.mark.slow
 def test_the_suites_action_set_reaches_the_random_policy_baseline(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    text = TINY.replace('tasks = ["cartpole"]', 'tasks = ["mario:1-1:goal:300"]') + '\n[train]\nactions = "right"\n'
+    text = TINY.replace('tasks = ["cartpole"]', 'tasks = ["mario:1-1:goal:300"]').replace(
+        "[train]\n", '[train]\nactions = "right"\n'
+    )
     suite = load_suite(write_suite(tmp_path, text))
     suite.random_policy_episodes = 2
     measured = measure_random_policies(suite)["mario:1-1:goal:300"]
