@@ -169,6 +169,13 @@ def _add_suite_commands(commands: argparse._SubParsersAction) -> None:
     suite_report = suites.add_parser("report", help="Markdown report and PNG figures from the suite's local run dirs")
     suite_report.add_argument("suite_file", help="a suite file, e.g. experiments/cartpole.toml")
     suite_report.add_argument("--out", help="output folder. Default: experiments/results/<suite name>")
+    suite_report.add_argument(
+        "--wandb",
+        choices=("offline", "online", "disabled"),
+        default="offline",
+        help="also write the report as one W&B run in the suite's group (runs/<suite>/report/wandb/; "
+        "offline needs no account or network). Default: offline",
+    )
     suite_status = suites.add_parser(
         "status", help="the matrix at a glance: finished / running / interrupted (at step) / pending, and an ETA"
     )
@@ -419,6 +426,11 @@ def run_suite_command(args: argparse.Namespace) -> int:
 
     report = write_report(suite, Path(args.out) if args.out else None)
     print(f"wrote {report}")
+    if args.wandb != "disabled":
+        from mario_apo.report_wandb import write_wandb_summary
+
+        summary = json.loads((report.parent / "summary.json").read_text())
+        print(f"wrote the W&B summary run: {write_wandb_summary(suite, summary, report.parent, args.wandb)}")
     return 0
 
 

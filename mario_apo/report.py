@@ -219,13 +219,13 @@ def write_report(suite: Suite, out_dir: Path | None = None) -> Path:
             for a, b in _pairs(labels, baseline)
             for name, (_, score) in metrics.items()
         ]
-        summary["tasks"][task] = {"algos": rows, "comparisons": comparisons}
+        summary["tasks"][task] = {"algos": rows, "comparisons": comparisons, "success_curves": {}}
         lines += _task_heading(task, random_policy, metrics)
         lines += [_algo_table_line(label, row, metrics) for label, row in rows.items()]
         lines += _per_run_table(task_runs, protocol)
         lines += _comparison_table(comparisons, metrics)
         lines += _diagnostics_table(task_runs)
-        lines += _curve_figure(task, task_runs, edges, out_dir, plt)
+        lines += _curve_figure(task, task_runs, edges, out_dir, plt, summary["tasks"][task]["success_curves"])
         lines += _episode_figure(runs, task, labels, out_dir, plt)
 
     if tasks:
@@ -237,6 +237,8 @@ def write_report(suite: Suite, out_dir: Path | None = None) -> Path:
         lines += _overall(labels, baseline, scores, metrics, summary)
     if random_policy and len(labels) > 1 and len(tasks) > 1:
         lines += _ladder_figure(tasks, baseline, labels, summary, random_policy, out_dir, plt)
+    summary["random_policy"] = {task: random_policy[task] for task in tasks if task in random_policy}
+    summary["baseline"] = baseline
 
     (out_dir / "summary.json").write_text(json.dumps(_without_nan(summary), indent=2))
     report = out_dir / "report.md"
@@ -377,13 +379,18 @@ def _diagnostics_table(task_runs: dict[str, list[RunData]]) -> list[str]:
     return lines + [""]
 
 
-def _curve_figure(task: str, task_runs: dict[str, list[RunData]], edges: np.ndarray, out_dir: Path, plt) -> list[str]:
-    """Success per window and the 100-episode return vs agent steps; mean and 95% band over seeds."""
+def _curve_figure(
+    task: str, task_runs: dict[str, list[RunData]], edges: np.ndarray, out_dir: Path, plt, curves_out: dict
+) -> list[str]:
+    """Success per window and the 100-episode return vs agent steps; mean and 95% band over seeds.
+    ``curves_out`` receives the window centres and each algo's mean success curve (for summary.json)."""
     fig, (ax_s, ax_r) = plt.subplots(1, 2, figsize=(11, 4))
     centres = (edges[:-1] + edges[1:]) / 2
+    curves_out["steps"] = centres.tolist()
     for label, data in task_runs.items():
         success = np.stack([r.windowed_success(edges) for r in data])
         returns = np.stack([np.interp(centres, r.steps, r.returns) for r in data])
+        curves_out[label] = success.mean(axis=0).tolist()
         for ax, curves in ((ax_s, success), (ax_r, returns)):
             mean_curve, low, high = stats.bootstrap_band(curves)
             ax.plot(centres, mean_curve, label=f"{label} (n={len(data)})")

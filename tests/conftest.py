@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 import time
@@ -123,3 +124,50 @@ def wait_for_checkpoint(path: Path, min_update: int, proc: subprocess.Popen, tim
 
 def metric_steps(run_dir: Path) -> list[int]:
     return [json.loads(line)["global_step"] for line in (run_dir / "metrics.jsonl").open() if "charts/SPS" in line]
+
+
+def wandb_records(run_dir: Path) -> list:
+    """The records of a run's offline W&B file, read back as W&B syncs them: the file is a LevelDB-style
+    log (a 7-byte header, then records in 32 KiB blocks, split FIRST/MIDDLE/LAST across blocks) of
+    ``wandb_internal_pb2.Record`` messages. W&B 0.31 ships no Python reader for it."""
+    (path,) = (run_dir / "wandb").glob("offline-run-*/*.wandb")
+    # W&B's writer is its own process (wandb-core) and may still be flushing after finish() returned:
+    # read until the run's last record, "exit", is there.
+    deadline = time.monotonic() + 30
+    while True:
+        records = _parse_wandb_file(path.read_bytes())
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def _parse_wandb_file(data: bytes) -> list:
+    from wandb.proto import wandb_internal_pb2
+
+    block, pos, pending, records = 32768, 7, b"", []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7]) if left >= 7 else (0, 0, 0)
+        if kind == 0:  # the padding at a block's end
+            pos += left
+            continue
+        if pos + 7 + length > len(data):  # a record still being written
+            break
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+    return records
+
+
+def wandb_summary(run_dir: Path) -> dict[str, Any]:
+    """The run's W&B summary (the last value of every key) from its offline file."""
+    summary: dict[str, Any] = {}
+    for record in wandb_records(run_dir):
+        if record.WhichOneof("record_type") == "summary":
+            summary.update(
+                {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.summary.update}
+            )
+    return summary

@@ -22,7 +22,7 @@ from mario_apo.errors import SuiteError
 from mario_apo.runs import RunLock, lock_holder
 from mario_apo.suite import expand, load_suite, measure_random_policies, run_state, train_command
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, wandb_records
 
 TINY = """
 name = "tiny"
@@ -138,6 +138,25 @@ def test_tiny_real_suite_runs_skips_resumes_and_reports(tmp_path, monkeypatch, c
     ]
     assert paired["n"] == 2 and paired["mean"] == pytest.approx(differences.mean())
     assert paired["t95"] == pytest.approx([differences.mean() - half, differences.mean() + half])
+
+    # the same comparison as a W&B summary run (offline), read back from its files
+    records = wandb_records(runs / "report")
+    history = [item for r in records if r.WhichOneof("record_type") == "history" for item in r.history.item]
+    logged = {item.key or item.nested_key[0] for item in history}  # media are logged as nested keys
+    # a line_series chart is stored as its data table, "<key>_table", with the chart spec in the config
+    assert {
+        "comparison",
+        "success_curves/cartpole_table",
+        "figures/curves-cartpole",
+        "figures/episodes-cartpole",
+    } <= logged
+    assert any(r.run.job_type == "report" and r.run.run_group == "tiny" for r in records if r.HasField("run"))
+    (table_file,) = (runs / "report" / "wandb").glob("offline-run-*/files/media/table/comparison_*.table.json")
+    table = json.loads(table_file.read_text())
+    rows = {row[table["columns"].index("algo")]: dict(zip(table["columns"], row, strict=True)) for row in table["data"]}
+    assert rows["apo"]["minus_baseline"] == pytest.approx(differences.mean())
+    assert rows["apo"]["minus_baseline_t_low"] == pytest.approx(differences.mean() - half)
+    assert rows["ppo"]["n"] == 2 and rows["ppo"]["minus_baseline"] is None
 
 
 @pytest.mark.slow

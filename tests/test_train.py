@@ -10,6 +10,8 @@ import torch
 from mario_apo.runs import create_run
 from mario_apo.train import train
 
+from conftest import wandb_summary
+
 pytestmark = pytest.mark.slow
 
 REQUIRED_METRICS = [
@@ -47,6 +49,12 @@ def test_short_mario_apo_run_writes_metrics_wandb_and_anchors(tiny_config):
 
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
+    # the final-policy evaluation: in summary.json, with sticky actions on, and in the W&B run's summary
+    final = json.loads((run_dir / "summary.json").read_text())["final_eval"]
+    assert final["sticky_actions"] == 0.25 and final["sampled"]["episodes"] == 4 and final["greedy"]["episodes"] == 2
+    wandb_final = {k: v for k, v in wandb_summary(run_dir).items() if k.startswith("final/")}
+    assert wandb_final["final/sampled_success_rate"] == final["sampled"]["success_rate"]
+    assert wandb_final["final/greedy_mean_max_x"] == final["greedy"]["mean_max_x"]
     assert (run_dir / "checkpoint.pt").exists()
     index = json.loads((run_dir / "anchors.json").read_text())
     assert index["task"] == "mario:1-1:goal:300" and index["anchors"]
