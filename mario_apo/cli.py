@@ -176,6 +176,12 @@ def _add_suite_commands(commands: argparse._SubParsersAction) -> None:
         help="also write the report as one W&B run in the suite's group (runs/<suite>/report/wandb/; "
         "offline needs no account or network). Default: offline",
     )
+    suite_pack = suites.add_parser(
+        "pack",
+        help="a .tar.gz of the finished runs' logs (config, metrics, summary, anchors; no checkpoints) to commit",
+    )
+    suite_pack.add_argument("suite_file", help="a suite file, e.g. experiments/cartpole.toml")
+    suite_pack.add_argument("--out", help="the archive. Default: experiments/results/<suite name>/finished-runs.tar.gz")
     suite_status = suites.add_parser(
         "status", help="the matrix at a glance: finished / running / interrupted (at step) / pending, and an ETA"
     )
@@ -406,7 +412,7 @@ def run_eval(args: argparse.Namespace) -> None:
 def run_suite_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mario_apo.suite import load_suite, run_suite, suite_status
+    from mario_apo.suite import expand, load_suite, run_suite, suite_status
 
     suite = load_suite(Path(args.suite_file))
     if args.suite == "run":
@@ -418,6 +424,12 @@ def run_suite_command(args: argparse.Namespace) -> int:
             line += f", {counts['stopped']} stopped (they keep their checkpoints; the same command resumes them)"
         print(line)
         return 1 if counts["failed"] else 0
+    if args.suite == "pack":
+        from mario_apo.suite import pack_finished_runs
+
+        archive, count = pack_finished_runs(suite, Path(args.out) if args.out else None)
+        print(f"wrote {archive}: the logs of {count} of {len(expand(suite))} runs (the finished ones)")
+        return 0
     if args.suite == "status":
         status = suite_status(suite)
         print(json.dumps(status, indent=2) if args.json else format_status(status))

@@ -340,3 +340,27 @@ def measure_random_policies(suite: Suite) -> dict[str, dict[str, float]]:
         }
         path.write_text(json.dumps(measured, indent=2))
     return measured
+
+
+PACKED_FILES = ("config.json", "metrics.jsonl", "summary.json", "anchors.json")
+"""What a finished run's logs are: enough to regenerate every report, without checkpoints or W&B files."""
+
+
+def pack_finished_runs(suite: Suite, out: Path | None = None) -> tuple[Path, int]:
+    """A .tar.gz of every finished run's logs (and the random-policy baseline), to commit beside the
+    report so it regenerates from a fresh clone; returns its path and how many runs it holds."""
+    import tarfile
+
+    out = Path(out or suite.results_dir / "finished-runs.tar.gz")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    finished = [spec.name for spec in expand(suite) if (suite.runs_dir / spec.name / "summary.json").exists()]
+    partial = out.with_name(out.name + ".partial")
+    with tarfile.open(partial, "w:gz") as tar:
+        if (suite.runs_dir / "random_policy.json").exists():
+            tar.add(suite.runs_dir / "random_policy.json", arcname="random_policy.json")
+        for name in finished:
+            for file in PACKED_FILES:
+                if (suite.runs_dir / name / file).exists():
+                    tar.add(suite.runs_dir / name / file, arcname=f"{name}/{file}")
+    os.replace(partial, out)  # a stopped pack leaves the previous archive whole
+    return out, len(finished)

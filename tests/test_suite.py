@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -138,6 +139,13 @@ def test_tiny_real_suite_runs_skips_resumes_and_reports(tmp_path, monkeypatch, c
     ]
     assert paired["n"] == 2 and paired["mean"] == pytest.approx(differences.mean())
     assert paired["t95"] == pytest.approx([differences.mean() - half, differences.mean() + half])
+
+    # the finished runs' logs pack into one archive from which the report regenerates
+    assert main(["suite", "pack", str(path)]) == 0
+    with tarfile.open(out / "finished-runs.tar.gz") as tar:
+        members = set(tar.getnames())
+    assert "apo-cartpole-s1/anchors.json" in members and "ppo-cartpole-s2/metrics.jsonl" in members
+    assert not any(name.endswith(".pt") or "wandb" in name for name in members) and len(members) == 4 * 3 + 2
 
     # the same comparison as a W&B summary run (offline), read back from its files
     records = wandb_records(runs / "report")
