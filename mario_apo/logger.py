@@ -61,7 +61,7 @@ class RunLogger:
 
         run = wandb.init(
             mode=log_cfg["wandb"],
-            dir=str(run_dir),
+            dir=str(run_dir.resolve()),  # W&B's writer is a service that may have started in another cwd
             project=log_cfg["wandb_project"],
             group=log_cfg["wandb_group"] or config["task"],
             tags=list(dict.fromkeys([config["algo"], config["task"], *log_cfg["wandb_tags"]])),

@@ -74,7 +74,7 @@ def write_wandb_summary(suite: Suite, summary: dict[str, Any], out_dir: Path, mo
     run_dir.mkdir(parents=True, exist_ok=True)
     run = wandb.init(
         mode=mode,
-        dir=str(run_dir),
+        dir=str(run_dir.resolve()),  # W&B's writer is a service that may have started in another cwd
         project=suite.train.get("wandb_project", "mario-apo"),
         group=suite.name,
         job_type="report",
