@@ -97,7 +97,8 @@ def load_run(run_dir: Path, spec: RunSpec) -> RunData:
         returns[:] = 0.0
     else:
         returns = np.where(np.isnan(returns), returns[~np.isnan(returns)][0], returns)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary_path = run_dir / "summary.json"  # absent while the run is unfinished
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     return RunData(
         spec,
         np.array(steps),
