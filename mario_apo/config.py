@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from mario_apo.errors import TaskError
 from wrappers.mario import ACTION_SETS
@@ -47,8 +47,19 @@ def option(
     return field(default=default, metadata=metadata)
 
 
+class Recorded:
+    """A config part read back from a run's record (config.json, anchors.json) of any version: a
+    setting the record predates takes the value it had before it existed (``LEGACY``), not today's default."""
+
+    LEGACY: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]):
+        return cls(**{**cls.LEGACY, **data})
+
+
 @dataclass
-class EnvConfig:
+class EnvConfig(Recorded):
     """How a task's env is built (the same for training, evaluation and replay)."""
 
     action_set: str = option(
@@ -74,13 +85,7 @@ class EnvConfig:
         0, "Mario: truncate an episode whose max x has not grown for N agent steps (0: off)", bound="non_negative"
     )
 
-    # What a setting recorded before it existed must be, to reproduce that run.
-    LEGACY = {"sticky_actions": 0.0, "stall_steps": 0}
-
-    @classmethod
-    def from_record(cls, data: dict[str, Any]) -> EnvConfig:
-        """The env settings a run recorded (config.json, anchors.json), from any version of the project."""
-        return cls(**{**cls.LEGACY, **data})
+    LEGACY: ClassVar[dict[str, Any]] = {"sticky_actions": 0.0, "stall_steps": 0}
 
     def validate(self) -> None:
         """For settings that did not come through the flags (suite files, config.json)."""
@@ -138,8 +143,10 @@ class PPOConfig:
 
 
 @dataclass
-class AnchorConfig:
+class AnchorConfig(Recorded):
     """APO's additions (ignored by ``--algo ppo``): the anchor buffer and the KL term."""
+
+    LEGACY: ClassVar[dict[str, Any]] = {"anchor_rank": "return", "anchor_ties": "older"}
 
     beta: float = option(0.1, "weight of the anchor KL term in the loss; 0 makes APO exactly PPO", bound="non_negative")
     beta_schedule: str = option(
@@ -155,13 +162,13 @@ class AnchorConfig:
         "top", "top: any episode in the top K by rank; success: only goal-reaching episodes", choices=ANCHOR_ADMIT
     )
     anchor_rank: str = option(
-        "return",
+        "discounted",
         "what ranks episodes: return, or discounted (sum of gamma^t r_t with the run's gamma: on 0/1 rewards a "
         "faster success outranks a slower one; on CartPole and MountainCar the same order as return)",
         choices=ANCHOR_RANKS,
     )
     anchor_ties: str = option(
-        "older",
+        "newer",
         "which of two equally ranked episodes stays: older (the first found) or newer (so the anchors follow "
         "the current policy's best episodes)",
         choices=ANCHOR_TIES,
@@ -241,7 +248,7 @@ class RunConfig:
             torch_threads=data.get("torch_threads", 0),
             env=EnvConfig.from_record(data["env"]),
             ppo=PPOConfig(**data["ppo"]),
-            anchor=AnchorConfig(**data["anchor"]),
+            anchor=AnchorConfig.from_record(data["anchor"]),
             log=LogConfig(**data["log"]),
         )
 

@@ -59,7 +59,9 @@ def feed_episode(
 
 
 def test_top_k_admission_keeps_the_best_and_the_first_of_ties():
-    buffer = AnchorBuffer(AnchorConfig(anchors=2), num_envs=1, frame_stack=None, rng=np.random.default_rng(0))
+    # return + older: the rule of every result before 0.3
+    cfg = AnchorConfig(anchors=2, anchor_rank="return", anchor_ties="older")
+    buffer = AnchorBuffer(cfg, num_envs=1, frame_stack=None, rng=np.random.default_rng(0))
     for ret in (1.0, 5.0, 3.0, 2.0):
         feed_episode(buffer, 0, 4, ret)
     assert [a.episode_return for a in buffer.anchors] == [5.0, 3.0]
@@ -86,10 +88,11 @@ def test_discounted_rank_prefers_the_faster_success_and_keeps_return_order_other
     feed_episode(buffer, 0, 25, 1.0, success=True)  # the same return, reached sooner
     feed_episode(buffer, 0, 30, 1.0, success=True)
     assert [a.length for a in buffer.anchors] == [25]
-    by_return = AnchorBuffer(AnchorConfig(anchors=1), num_envs=1, frame_stack=None, rng=np.random.default_rng(0))
+    legacy = AnchorConfig(anchors=1, anchor_rank="return", anchor_ties="older")
+    by_return = AnchorBuffer(legacy, num_envs=1, frame_stack=None, rng=np.random.default_rng(0))
     for length in (40, 25, 30):
         feed_episode(by_return, 0, length, 1.0, success=True)
-    assert [a.length for a in by_return.anchors] == [40]  # return + older: the first success stays (today's rule)
+    assert [a.length for a in by_return.anchors] == [40]  # return + older: the first success stays (0.2's rule)
 
 
 def test_anchor_metrics_show_the_anchors_own_entropy_length_and_successes():
@@ -205,3 +208,18 @@ def test_with_newer_ties_a_goal_run_keeps_replacing_its_anchors(tiny_config):
     assert min(a["admitted_update"] for a in anchors) > 1
     updates = [json.loads(line) for line in (run_dir / "metrics.jsonl").open() if "anchor/admitted" in line]
     assert sum(u["anchor/admitted"] for u in updates) > 3  # more admitted than kept: some were replaced
+
+
+def test_runs_recorded_before_the_ranking_options_resume_with_the_rule_they_used(tmp_path):
+    from mario_apo.config import RunConfig
+    from mario_apo.runs import create_run, load_run_config
+
+    cfg = RunConfig(algo="apo", task="cartpole")
+    cfg.log.run_dir = str(tmp_path)
+    run_dir = create_run(cfg)
+    record = json.loads((run_dir / "config.json").read_text())
+    assert (record["anchor"]["anchor_rank"], record["anchor"]["anchor_ties"]) == ("discounted", "newer")  # today's
+    del record["anchor"]["anchor_rank"], record["anchor"]["anchor_ties"]  # as a 0.2 run wrote it
+    (run_dir / "config.json").write_text(json.dumps(record))
+    anchor = load_run_config(run_dir).anchor
+    assert (anchor.anchor_rank, anchor.anchor_ties) == ("return", "older")
