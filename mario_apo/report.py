@@ -157,7 +157,7 @@ def _pairs(labels: list[str], baseline: str) -> list[tuple[str, str]]:
     """Every algo vs the PPO baseline, and APO vs each control: ppo-ent (regularisation only) and
     apo-success (anchoring to successes only)."""
     pairs = [(label, baseline) for label in labels if label != baseline]
-    if "apo" in labels:
+    if "apo" in labels and baseline != "apo":
         pairs += [("apo", label) for label in labels if label not in (baseline, "apo")]
     return pairs
 
