@@ -14,8 +14,9 @@ COPY scripts/ scripts/
 COPY mario_apo/ mario_apo/
 COPY wrappers/ wrappers/
 COPY models/ models/
-# The same install steps as `make install` (and so CI), into /opt/venv.
-RUN bash scripts/install.sh /opt/venv .
+# The same install steps as `make install` (and so CI), into /opt/venv; with Ray, so that the
+# image also serves as the node image of a Ray cluster (README: suites on Ray).
+RUN bash scripts/install.sh /opt/venv '.[ray]'
 
 FROM python:3.11-slim-bookworm
 # nes-py's emulator is C++: its shared library needs the C++ runtime (not the compiler).

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/install.sh
-	bash scripts/install.sh $(VENV) -e '.[test,bench,tensorboard]'
+	bash scripts/install.sh $(VENV) -e '.[test,bench,tensorboard,ray]'
 	touch $@
 
 run: install

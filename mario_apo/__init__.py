@@ -12,7 +12,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # SDL's default video driver only prints an XDG_RUNTIME_DIR error.
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # `gymnasium.make("mario_apo/SuperMario-v0", level="1-1", ...)`; the module loads only when an env is made.
 gymnasium.register(id="mario_apo/SuperMario-v0", entry_point="mario_apo.gym_envs:make_super_mario")

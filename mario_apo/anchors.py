@@ -30,7 +30,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -85,6 +85,10 @@ class Anchor:
     """With ``actions``, reproduces a sticky-action episode on the emulator (None: deterministic env)."""
     discounted_return: float = 0.0
     """Sum of gamma^t r_t (``--anchor-rank discounted``)."""
+    finder: int | None = None
+    """In a population with shared anchors, the learner that found it (None: a single run's own episode)."""
+    order: int = 0
+    """When it reached the ranker (a run's buffer, or a population's hub): ``--anchor-ties`` compares this."""
 
     @property
     def length(self) -> int:
@@ -114,6 +118,7 @@ class AnchorBuffer:
         # per env, the chunks (frames, logprobs, actions) of its episode so far
         self._open: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(num_envs)]
         self._episodes_seen = 0
+        self._last_order = 0  # the order stamped on the last episode offered to the ranking
         self._sample_index: np.ndarray | None = None
 
     # -- recording -----------------------------------------------------------------
@@ -154,23 +159,41 @@ class AnchorBuffer:
         """Drop partly recorded episodes (the envs were reset, e.g. on resume)."""
         self._open = [[] for _ in self._open]
 
-    def rank_key(self, value: float, episode_id: int) -> tuple[float, int]:
-        """Sort key, best first: the higher rank value, then the tie rule (older: the smaller episode id
-        first, so the first found survives eviction; newer: the larger id first, so the newest does)."""
-        return -value, episode_id if self.cfg.anchor_ties == "older" else -episode_id
+    def rank_key(self, value: float, order: int) -> tuple[float, int]:
+        """Sort key, best first: the higher rank value, then the tie rule (older: the smaller order first,
+        so the first found survives eviction; newer: the larger order first, so the newest does)."""
+        return -value, order if self.cfg.anchor_ties == "older" else -order
 
     def _rank_value(self, episode_return: float, discounted_return: float) -> float:
         return discounted_return if self.cfg.anchor_rank == "discounted" else episode_return
 
-    def _key(self, anchor: Anchor) -> tuple[float, int]:
-        return self.rank_key(self._rank_value(anchor.episode_return, anchor.discounted_return), anchor.episode_id)
+    def key(self, anchor: Anchor) -> tuple[float, int]:
+        return self.rank_key(self._rank_value(anchor.episode_return, anchor.discounted_return), anchor.order)
+
+    def admit(self, anchor: Anchor) -> bool:
+        """Rank an episode arriving now (newer than every anchor) among the anchors; whether it stays."""
+        self._last_order += 1
+        anchor.order = self._last_order
+        self.anchors.append(anchor)
+        self.anchors.sort(key=self.key)
+        del self.anchors[self.cfg.anchors :]
+        while self.nbytes > self.cfg.anchor_max_mb * 2**20 and len(self.anchors) > 1:
+            self.anchors.pop()
+        self._sample_index = None
+        return anchor in self.anchors
+
+    def replace(self, anchors: list[Anchor]) -> None:
+        """Take ``anchors`` (ranked, e.g. a population hub's top K) as the anchors."""
+        self.anchors = list(anchors)
+        self._last_order = max([self._last_order] + [a.order for a in anchors])
+        self._sample_index = None
 
     def _close(self, chunks, episode: EpisodeEnd, update: int) -> Anchor | None:
         self._episodes_seen += 1
         if self.cfg.anchor_admit == "success" and not episode.success:
             return None
         value = self._rank_value(float(episode.episode_return), float(episode.discounted_return))
-        if len(self.anchors) >= self.cfg.anchors and self.rank_key(value, self._episodes_seen) > self._key(
+        if len(self.anchors) >= self.cfg.anchors and self.rank_key(value, self._last_order + 1) > self.key(
             self.anchors[-1]
         ):
             return None  # it would rank below the worst anchor (arrays are built only for episodes that enter)
@@ -187,13 +210,7 @@ class AnchorBuffer:
             episode_id=self._episodes_seen,
             admitted_update=update,
         )
-        self.anchors.append(anchor)
-        self.anchors.sort(key=self._key)
-        del self.anchors[self.cfg.anchors :]
-        while self.nbytes > self.cfg.anchor_max_mb * 2**20 and len(self.anchors) > 1:
-            self.anchors.pop()
-        self._sample_index = None
-        return anchor if anchor in self.anchors else None
+        return anchor if self.admit(anchor) else None
 
     # -- reading ---------------------------------------------------------------------
 
@@ -251,17 +268,27 @@ class AnchorBuffer:
             "anchors": [vars(a) for a in self.anchors],
             "rng": self.rng.bit_generator.state,
             "episodes_seen": self._episodes_seen,
+            "last_order": self._last_order,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        # a checkpoint stores arrays as tensors (mario_apo.checkpoint)
-        self.anchors = [
-            Anchor(**{k: np.asarray(v) if torch.is_tensor(v) else v for k, v in a.items()}) for a in state["anchors"]
-        ]
+        self.anchors = anchors_from_state(state)
         self.rng.bit_generator.state = state["rng"]
         self._episodes_seen = state["episodes_seen"]
+        # before populations, the order was the episode id
+        self._last_order = state.get("last_order", state["episodes_seen"])
         self._sample_index = None
         self.reset_open_episodes()
+
+
+def anchors_from_state(state: dict[str, Any]) -> list[Anchor]:
+    """The anchors of a checkpoint's anchor state (which stores arrays as tensors: mario_apo.checkpoint)."""
+    anchors = []
+    for fields in state["anchors"]:
+        fields = {k: np.asarray(v) if torch.is_tensor(v) else v for k, v in fields.items()}
+        fields.setdefault("order", fields["episode_id"])  # checkpoints before populations
+        anchors.append(Anchor(**fields))
+    return anchors
 
 
 class NoAnchoring:
@@ -318,7 +345,11 @@ class Anchoring(NoAnchoring):
             self.beta = self.cfg.beta
 
     def record(self, rollout: Rollout, update: int) -> None:
-        self._admitted = self.buffer.record_rollout(
+        self._admitted = self._record_rollout(rollout, update)
+
+    def _record_rollout(self, rollout: Rollout, update: int) -> list[Anchor]:
+        """The buffer records the rollout; the episodes it admitted."""
+        return self.buffer.record_rollout(
             rollout.raw_obs.numpy(),
             rollout.behaviour_logprobs.numpy(),
             rollout.actions.numpy(),
@@ -353,6 +384,7 @@ class Anchoring(NoAnchoring):
                 {
                     "rank": rank,
                     "episode_id": a.episode_id,
+                    "finder": a.finder,
                     "return": a.episode_return,
                     "success": a.success,
                     "length": a.length,
@@ -379,10 +411,11 @@ class Anchoring(NoAnchoring):
         if not (self.task.is_mario and self.video_every and best is not None):
             return
         last_id, last_update = self._last_video
-        if best.episode_id == last_id or update - last_update < self.video_every:
+        if (best.finder, best.episode_id) == last_id or update - last_update < self.video_every:
             return
-        self._last_video = (best.episode_id, update)
-        path = run_dir / "videos" / f"best-ep{best.episode_id}.mp4"
+        self._last_video = ((best.finder, best.episode_id), update)
+        found_by = "" if best.finder is None else f"learner{best.finder}-"
+        path = run_dir / "videos" / f"best-{found_by}ep{best.episode_id}.mp4"
         expected = {"return": best.episode_return, "length": best.length, "max_x": best.max_x, "success": best.success}
         try:
             with VideoWriter(path) as video:
@@ -393,6 +426,55 @@ class Anchoring(NoAnchoring):
         logger.log_video(global_step, "anchor/best_video", path)
 
 
-def make_anchoring(cfg: RunConfig, task: Task, rng: np.random.Generator, obs_transform: ObsTransform) -> NoAnchoring:
-    """The run's anchoring: ``Anchoring`` for APO, the do-nothing ``NoAnchoring`` for PPO."""
-    return Anchoring(cfg, task, rng, obs_transform) if cfg.algo == "apo" else NoAnchoring()
+class SharedAnchoring(Anchoring):
+    """APO in a population with ``--share-anchors``: the buffer is this learner's copy of the population
+    hub's top K (``mario_apo.population``). After each rollout the learner offers the hub the episodes
+    its copy admits and, when the hub's top K changed, takes the new one. ``p_best`` stays the finder's
+    recorded distribution: an anchor found by another learner is not re-evaluated by this one."""
+
+    def __init__(self, cfg: RunConfig, task: Task, rng: np.random.Generator, obs_transform: ObsTransform, hub: Hub):
+        super().__init__(cfg, task, rng, obs_transform)
+        self.hub = hub
+        self.version = -1  # of the hub's top K this copy holds (-1: none yet)
+        self._accepted = 0
+
+    def record(self, rollout: Rollout, update: int) -> None:
+        offers = self._record_rollout(rollout, update)
+        for anchor in offers:
+            anchor.finder = self.hub.learner
+        self.version, anchors, self._accepted = self.hub.sync(offers, self.version)
+        if anchors is not None:
+            self.buffer.replace(anchors)
+
+    def metrics(self, update: int) -> dict[str, float]:
+        anchors = self.buffer.anchors
+        foreign = sum(a.length for a in anchors if a.finder != self.hub.learner)
+        return {
+            **super().metrics(update),
+            "anchor/admitted": self._accepted,
+            "anchor/foreign_fraction": foreign / max(1, sum(a.length for a in anchors)),
+            "anchor/hub_version": self.version,
+        }
+
+
+class Hub(Protocol):
+    """A learner's line to its population's anchor hub."""
+
+    learner: int
+    """This learner's index in the population."""
+
+    def sync(self, offers: list[Anchor], version: int) -> tuple[int, list[Anchor] | None, int]:
+        """Offer episodes; get the hub's version, its top K if newer than ``version`` (else None), and
+        how many of the offers it took."""
+
+
+def make_anchoring(
+    cfg: RunConfig, task: Task, rng: np.random.Generator, obs_transform: ObsTransform, hub: Hub | None = None
+) -> NoAnchoring:
+    """The run's anchoring: ``Anchoring`` for APO (``SharedAnchoring`` with a population's hub), the
+    do-nothing ``NoAnchoring`` for PPO."""
+    if cfg.algo != "apo":
+        return NoAnchoring()
+    if hub is None:
+        return Anchoring(cfg, task, rng, obs_transform)
+    return SharedAnchoring(cfg, task, rng, obs_transform, hub)

@@ -39,7 +39,8 @@ def set_rng_states(states: dict[str, Any]) -> None:
 def as_tensors(value: Any) -> Any:
     """``value`` with every numpy array a tensor and every numpy scalar a Python number (containers recursed)."""
     if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value))
+        # read-only arrays (a population's shared anchors arrive as such from Ray) are copied
+        return torch.from_numpy(np.require(value, requirements=["C", "W"]))
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, dict):

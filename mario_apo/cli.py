@@ -166,6 +166,22 @@ def _add_suite_commands(commands: argparse._SubParsersAction) -> None:
     suite_run.add_argument(
         "--jobs", type=positive_int, help="runs at once (torch threads = cores // jobs). Default: the suite's jobs"
     )
+    suite_run.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local: processes on this machine; ray: each run a Ray task on a cluster (pip install -e '.[ray]'). "
+        "Default: local",
+    )
+    suite_run.add_argument(
+        "--address",
+        help="with --backend ray: the cluster (auto, or HOST:PORT of 'ray start --head'). Default: a local instance",
+    )
+    suite_run.add_argument(
+        "--cpus-per-run",
+        type=positive_int,
+        help="with --backend ray: CPUs (and torch threads) each run asks Ray for. Default: cores // jobs",
+    )
     suite_report = suites.add_parser("report", help="Markdown report and PNG figures from the suite's local run dirs")
     suite_report.add_argument("suite_file", help="a suite file, e.g. experiments/cartpole.toml")
     suite_report.add_argument("--out", help="output folder. Default: experiments/results/<suite name>")
@@ -361,7 +377,7 @@ def run_replay(args: argparse.Namespace) -> int:
             out = Path(args.out)
         try:
             with VideoWriter(out, fps=args.fps, scale=args.scale) as video:
-                frames = stored.get(anchor["episode_id"])
+                frames = stored.get((anchor.get("finder"), anchor["episode_id"]))
                 episode = replay(task, env_cfg, anchor["actions"], anchor, frames, video, anchor.get("sticky_seed"))
         except ReplayMismatch as err:
             print(f"mario-apo: replay of {name} failed verification: {err}; no video written", file=sys.stderr)
@@ -416,7 +432,16 @@ def run_suite_command(args: argparse.Namespace) -> int:
 
     suite = load_suite(Path(args.suite_file))
     if args.suite == "run":
-        counts = run_suite(suite, args.jobs)
+        if args.backend != "ray" and (args.address or args.cpus_per_run):
+            raise UsageError("--address and --cpus-per-run are for --backend ray")
+        from mario_apo.population import start_ray, stop_ray
+
+        started = args.backend == "ray" and start_ray(args.address, num_cpus=os.cpu_count() or 1)
+        try:
+            counts = run_suite(suite, args.jobs, args.backend, args.cpus_per_run)
+        finally:
+            if started:
+                stop_ray()
         line = f"suite {suite.name}: {counts['done']} already finished, {counts['ran']} ran, {counts['failed']} failed"
         if counts["elsewhere"]:
             line += f", {counts['elsewhere']} running elsewhere"
@@ -475,10 +500,13 @@ def run_upgrade_checkpoint(args: argparse.Namespace) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from mario_apo.population import is_population
     from mario_apo.runs import RunLock, create_run, load_run_config
     from mario_apo.tasks import parse_task
     from mario_apo.train import train
 
+    if args.learners or (args.resume and is_population(Path(args.resume))):
+        return run_population(args)
     if args.resume:
         run_dir = Path(args.resume)
         cfg = load_run_config(run_dir)
@@ -504,6 +532,38 @@ def run_train(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(summary))
     return 0
+
+
+def run_population(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mario_apo.population import create_population, read_population, start_ray, stop_ray, train_population
+
+    if args.resume:
+        pop_dir = Path(args.resume)
+        given = [
+            flag for flag, value in (("--learners", args.learners), ("--share-anchors", args.share_anchors)) if value
+        ]
+        if given or requested_task(args):
+            raise UsageError(f"a population resumes with its own settings; drop {' '.join(given) or '--task/--level'}")
+        learners = read_population(pop_dir)["population"]["learners"]
+    else:
+        cfg = resolve_run_config(args)
+        learners = args.learners
+    started = start_ray(args.address, num_cpus=max(os.cpu_count() or 1, learners))  # before anything is written
+    try:
+        if not args.resume:
+            pop_dir = create_population(cfg, args.learners, args.share_anchors)
+            print(f"population dir: {pop_dir}", file=sys.stderr)
+        summary = train_population(pop_dir, args.total_steps if args.resume else None)
+    except TrainingError as err:
+        print(f"mario-apo: training stopped: {err}; the learners' checkpoints in {pop_dir} are kept", file=sys.stderr)
+        return 1
+    finally:
+        if started:
+            stop_ray()
+    print(json.dumps({k: v for k, v in summary.items() if k != "learner_summaries"}))
+    return 1 if summary["failed"] else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -174,6 +174,25 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
         help="continue runs/<name> from its checkpoint (its saved config is used; --total-steps may extend it)",
     )
     add_config_flags(what, RunConfig)
+    population = parser.add_argument_group("population (Ray: pip install -e '.[ray]')")
+    population.add_argument(
+        "--learners",
+        type=positive_int,
+        help="train N learners at once (Ray actors, seeds derived from --seed), each in runs/<name>/learner-<i>/. "
+        "Default: one run, no Ray",
+    )
+    population.add_argument(
+        "--share-anchors",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="APO: the learners share one top-K of anchors (a hub actor); each anchors to what any of them "
+        "found. Default: off",
+    )
+    population.add_argument(
+        "--address",
+        help="a Ray cluster to run the learners on (auto, or HOST:PORT of 'ray start --head'). "
+        "Default: a local Ray instance",
+    )
     add_config_flags(parser.add_argument_group("PPO (defaults per task family; the README has the table)"), PPOConfig)
     add_config_flags(parser.add_argument_group("APO (ignored with --algo ppo)"), AnchorConfig)
     add_config_flags(parser.add_argument_group("logging and checkpoints"), LogConfig)
@@ -206,6 +225,7 @@ def resolve_run_config(args: argparse.Namespace) -> RunConfig:
         apply_flags(args, part)
     cfg.env.validate()
     check_rollout_fits(cfg)
+    check_population_flags(args, cfg.algo)
     if cfg.ppo.norm_obs and task.is_mario:
         raise UsageError("--norm-obs standardises vector observations; Mario's frames are scaled to [0, 1] by the CNN")
     return cfg
@@ -221,3 +241,12 @@ def check_rollout_fits(cfg: RunConfig) -> None:
         raise UsageError(
             f"--num-minibatches {ppo.num_minibatches} must divide the batch ({ppo.batch_size} = num_envs x num_steps)"
         )
+
+
+def check_population_flags(args: argparse.Namespace, algo: str) -> None:
+    if args.share_anchors and (args.learners or 1) < 2:
+        raise UsageError("--share-anchors shares anchors among learners: add --learners N (N >= 2)")
+    if args.share_anchors and algo != "apo":
+        raise UsageError(f"--share-anchors shares APO's anchors; --algo {algo} keeps none (use --algo apo)")
+    if args.address and not args.learners:
+        raise UsageError("--address is the Ray cluster of a population: add --learners N")

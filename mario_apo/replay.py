@@ -129,8 +129,9 @@ def select_anchors(index: dict[str, Any], episode: str) -> list[dict[str, Any]]:
     raise ReplayError(f"--episode {episode!r}: valid are best, all, or a rank 0-{len(anchors) - 1}")
 
 
-def stored_frames_by_episode(run_dir: Path) -> dict[int, np.ndarray]:
-    """Episode id -> stored 84x84 frames, from the run's checkpoint (for step-by-step checks)."""
+def stored_frames_by_episode(run_dir: Path) -> dict[tuple[int | None, int], np.ndarray]:
+    """(finder, episode id) -> stored 84x84 frames, from the run's checkpoint (for step-by-step checks);
+    the finder is the learner that found it in a population with shared anchors, else None."""
     state = load_checkpoint(run_dir / "checkpoint.pt")
     anchors = (state.get("anchors") or {}).get("anchors", [])
-    return {a["episode_id"]: np.asarray(a["frames"]) for a in anchors}
+    return {(a.get("finder"), a["episode_id"]): np.asarray(a["frames"]) for a in anchors}

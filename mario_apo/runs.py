@@ -99,6 +99,8 @@ def create_run(cfg: RunConfig) -> Path:
 def load_run_config(run_dir: Path) -> RunConfig:
     """The saved config of an existing run (for --resume, eval)."""
     path = run_dir / "config.json"
+    if not path.exists() and (run_dir / "population.json").exists():
+        raise CheckpointError(f"{run_dir} is a population: its learners' run dirs are {run_dir}/learner-<i>")
     if not path.exists():
         raise CheckpointError(f"{run_dir} is not a run dir (no config.json)")
     try:
@@ -114,6 +116,13 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
 
 def write_run_config(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
     """config.json: every resolved setting, the versions that ran it, and the W&B run id."""
+    record = run_record(cfg)
+    (run_dir / "config.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+def run_record(cfg: RunConfig) -> dict[str, Any]:
+    """Every resolved setting, the versions that ran it, and a new W&B run id."""
     import gymnasium
     import numpy as np
     import torch
@@ -128,7 +137,6 @@ def write_run_config(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
         "python": platform.python_version(),
         "git_commit": _git_commit(),
     }
-    (run_dir / "config.json").write_text(json.dumps(record, indent=2))
     return record
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_TORCH, _NUMPY, _PYTHON, _ANCHORS, _ENVS, _EVAL, _FINAL_EVAL = range(7)
+_TORCH, _NUMPY, _PYTHON, _ANCHORS, _ENVS, _EVAL, _FINAL_EVAL, _LEARNERS = range(8)
 
 
 class SeedStreams:
@@ -55,3 +55,8 @@ class SeedStreams:
         """Seeds of the final-policy evaluation (its envs, then its action sampler): episodes no
         training or periodic evaluation stream plays."""
         return [self._integer(_FINAL_EVAL, k) for k in range(count)]
+
+    def learner_seeds(self, learners: int) -> list[int]:
+        """The run seeds of a population's learners (``--learners``): distinct from each other and
+        from every single run's streams."""
+        return [self._integer(_LEARNERS, k) for k in range(learners)]

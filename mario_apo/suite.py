@@ -144,7 +144,7 @@ def run_state(run_dir: Path) -> str:
         return "done"
     if lock_holder(run_dir):
         return "running"
-    if (run_dir / "checkpoint.pt").exists():
+    if (run_dir / "checkpoint.pt").exists() or any(run_dir.glob("learner-*/checkpoint.pt")):  # a run, a population
         return "resume"
     return "stale" if run_dir.exists() else "new"
 
@@ -160,8 +160,16 @@ def _flags(values: dict[str, Any]) -> list[str]:
     return args
 
 
-def train_command(suite: Suite, spec: RunSpec, state: str, threads: int) -> list[str]:
+def is_population_cell(suite: Suite, spec: RunSpec) -> bool:
+    """Whether a cell trains a population (``learners = N`` in its algo table or in [train])."""
+    return bool({**suite.train, **suite.algos[spec.label]}.get("learners"))
+
+
+def train_command(suite: Suite, spec: RunSpec, state: str, threads: int, address: str | None = None) -> list[str]:
+    """The cell's ``mario-apo train`` command; ``address``: the Ray cluster a population cell joins."""
     base = [sys.executable, "-m", "mario_apo.cli", "train", "--no-progress"]
+    if address and is_population_cell(suite, spec):
+        base += ["--address", address]
     run_dir = suite.runs_dir / spec.name
     if state == "resume":  # the suite's budget, so that raising total_steps in the file extends its runs
         return base + ["--total-steps", str(suite.total_steps), "--resume", str(run_dir)]
@@ -223,13 +231,24 @@ class _Children:
                 proc.send_signal(signal.SIGTERM)
 
 
-def run_suite(suite: Suite, jobs: int | None = None) -> dict[str, int]:
-    """Run every unfinished cell with at most ``jobs`` processes; returns counts by outcome:
-    ``done`` (finished before), ``ran``, ``failed``, ``elsewhere`` (locked by another runner or
-    process) and ``stopped`` (interrupted by a stop signal; they resume next time)."""
+def run_suite(
+    suite: Suite,
+    jobs: int | None = None,
+    backend: str = "local",
+    cpus_per_run: int | None = None,
+) -> dict[str, int]:
+    """Run every unfinished cell; returns counts by outcome: ``done`` (finished before), ``ran``,
+    ``failed``, ``elsewhere`` (locked by another runner or process) and ``stopped`` (interrupted by a
+    stop signal; they resume next time).
+
+    ``local``: at most ``jobs`` processes here, ``cores // jobs`` torch threads each. ``ray``: each cell
+    a Ray task (``cpus_per_run`` CPUs, default ``cores // jobs``) on the Ray instance this process is
+    connected to (``mario_apo.population.start_ray``), running the same command in this working
+    directory, so a cluster needs the project and ``runs/`` at the same path on every node.
+    """
     jobs = jobs or suite.jobs
     cores = os.cpu_count() or 1
-    threads = max(1, cores // jobs)  # jobs x threads <= cores: no oversubscription
+    threads = cpus_per_run or max(1, cores // jobs)  # jobs x threads <= cores: no oversubscription
     suite.runs_dir.mkdir(parents=True, exist_ok=True)
     specs = expand(suite)
     counts = {"done": 0, "ran": 0, "failed": 0, "elsewhere": 0, "stopped": 0}
@@ -238,11 +257,8 @@ def run_suite(suite: Suite, jobs: int | None = None) -> dict[str, int]:
         state = run_state(suite.runs_dir / spec.name)
         if state in ("done", "running"):
             counts["done" if state == "done" else "elsewhere"] += 1
-            continue
-        if state == "stale":  # config and metrics of a run that never reached a checkpoint
-            shutil.rmtree(suite.runs_dir / spec.name)
-            state = "new"
-        todo.append((spec, state))
+        else:
+            todo.append(spec)
     if not todo and counts["elsewhere"]:
         raise SuiteError(
             f"every unfinished run of suite {suite.name} ({counts['elsewhere']}) is being trained elsewhere; "
@@ -251,31 +267,119 @@ def run_suite(suite: Suite, jobs: int | None = None) -> dict[str, int]:
     if suite.random_policy_episodes:
         measure_random_policies(suite)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    with tqdm(total=len(specs), initial=counts["done"], desc=f"suite {suite.name}", unit="run") as progress:
+
+        def finished(spec: RunSpec, outcome: str) -> None:
+            counts[outcome] += 1
+            if outcome == "failed":
+                tqdm.write(f"suite {suite.name}: {spec.name} failed; see {suite.runs_dir / spec.name}.log")
+            progress.update()
+
+        if backend == "ray":
+            _run_on_ray(suite, todo, threads, env, finished)
+        else:
+            _run_locally(suite, todo, jobs, threads, env, finished)
+    return counts
+
+
+def launch_cell(suite: Suite, spec: RunSpec, threads: int, run, address: str | None = None) -> str:
+    """Take one cell on from where its run dir stands (new; stale: start over; interrupted: resume)
+    with ``run(command, log)`` (its exit code, or None if stopped before it started); the outcome."""
+    run_dir = suite.runs_dir / spec.name
+    state = run_state(run_dir)
+    if state == "done":  # finished meanwhile (a retried Ray task whose first try had finished)
+        return "ran"
+    if state == "running":
+        return "elsewhere"
+    if state == "stale":  # config and metrics of a run that never reached a checkpoint
+        shutil.rmtree(run_dir)
+        state = "new"
+    code = run(train_command(suite, spec, state, threads, address), suite.runs_dir / f"{spec.name}.log")
+    if code is None or (code == 0 and not (run_dir / "summary.json").exists()):
+        return "stopped"
+    if code == 2 and lock_holder(run_dir):  # another runner started it between our look and our start
+        return "elsewhere"
+    return "ran" if code == 0 else "failed"
+
+
+def _run_locally(suite: Suite, todo: list[RunSpec], jobs: int, threads: int, env: dict, finished) -> None:
     children = _Children()
-
-    def launch(spec: RunSpec, state: str) -> tuple[RunSpec, str]:
-        run_dir = suite.runs_dir / spec.name
-        code = children.run(train_command(suite, spec, state, threads), suite.runs_dir / f"{spec.name}.log", env)
-        if code is None or (code == 0 and not (run_dir / "summary.json").exists()):
-            return spec, "stopped"
-        if code == 2 and lock_holder(run_dir):  # another runner started it between our look and our start
-            return spec, "elsewhere"
-        return spec, "ran" if code == 0 else "failed"
-
     previous = {signum: signal.signal(signum, children.stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with tqdm(total=len(specs), initial=counts["done"], desc=f"suite {suite.name}", unit="run") as progress:
-            with ThreadPoolExecutor(max_workers=jobs) as pool:
-                for future in as_completed([pool.submit(launch, spec, state) for spec, state in todo]):
-                    spec, outcome = future.result()
-                    counts[outcome] += 1
-                    if outcome == "failed":
-                        tqdm.write(f"suite {suite.name}: {spec.name} failed; see {suite.runs_dir / spec.name}.log")
-                    progress.update()
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {
+                pool.submit(
+                    launch_cell, suite, spec, threads, lambda command, log: children.run(command, log, env)
+                ): spec
+                for spec in todo
+            }
+            for future in as_completed(futures):
+                finished(futures[future], future.result())
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    return counts
+
+
+def ray_cell(suite: Suite, spec: RunSpec, threads: int, env: dict, cwd: str, address: str | None) -> str:
+    """A cell as a Ray task: the local runner's command, in the driver's working directory. Its run
+    dir's state is read when it starts, so a task Ray retries (its node died) resumes the run's
+    checkpoint. ``ray.cancel`` (the driver's Ctrl-C) stops the run with a checkpoint."""
+    os.chdir(cwd)
+
+    def run(command: list[str], log: Path) -> int | None:
+        with log.open("a") as out:
+            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait()
+            return None
+
+    return launch_cell(suite, spec, threads, run, address)
+
+
+CELL_RETRIES = 2
+"""How often Ray retries a cell whose worker or node died (the retry resumes its checkpoint)."""
+
+
+def _run_on_ray(suite: Suite, todo: list[RunSpec], threads: int, env: dict, finished) -> None:
+    from mario_apo.population import require_ray, sigterm_as_interrupt
+
+    ray = require_ray()
+    previous = signal.signal(signal.SIGTERM, sigterm_as_interrupt)  # docker stop, kill: as a Ctrl-C
+    try:
+        cluster = ray.get_runtime_context().gcs_address  # population cells join this cluster
+        task = ray.remote(max_retries=CELL_RETRIES)(ray_cell)
+        # a population cell's learners ask for their own CPUs: the cell holding some would starve them
+        refs = {
+            task.options(num_cpus=0 if is_population_cell(suite, spec) else threads).remote(
+                suite, spec, threads, env, os.getcwd(), cluster
+            ): spec
+            for spec in todo
+        }
+        stopping = False
+        while refs:
+            try:
+                done, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
+                for ref in done:
+                    spec = refs.pop(ref)
+                    try:
+                        finished(spec, ray.get(ref))
+                    except ray.exceptions.TaskCancelledError:
+                        finished(spec, "stopped")
+                    except ray.exceptions.RayError as err:
+                        tqdm.write(f"suite {suite.name}: {spec.name}: {str(err).strip().splitlines()[-1]}")
+                        finished(spec, "failed")
+            except KeyboardInterrupt:
+                if stopping:
+                    raise
+                stopping = True
+                tqdm.write("suite: stopping the runs (each checkpoints), starting no new one")
+                for ref in refs:
+                    ray.cancel(ref)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def suite_status(suite: Suite) -> dict[str, Any]:

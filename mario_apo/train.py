@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from mario_apo.anchors import make_anchoring
+from mario_apo.anchors import Hub, make_anchoring
 from mario_apo.checkpoint import CHECKPOINT, load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from mario_apo.config import RunConfig
 from mario_apo.errors import CheckpointError, NonFiniteLoss, TrainingError
@@ -102,12 +102,26 @@ class StageTimer:
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class StopRequest:
+class StopFlag:
+    """Asks a run to stop after its update, with a checkpoint: set ``requested`` (a population's
+    driver does, through its learner actor; signals reach only a process's main thread)."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self) -> StopFlag:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+class StopRequest(StopFlag):
     """First Ctrl-C or SIGTERM (``kill``, ``docker stop``): finish the current update, checkpoint,
     exit cleanly. A second one: abort now."""
 
     def __init__(self):
-        self.requested = False
+        super().__init__()
         self._previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
 
     def __enter__(self) -> StopRequest:
@@ -129,9 +143,15 @@ class StopRequest:
             signal.signal(signum, handler)
 
 
-def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
-    """Train one run in ``run_dir`` (new, or resumed from its checkpoint); return the final summary."""
-    trainer = Trainer(cfg, run_dir, resume)
+def train(
+    cfg: RunConfig, run_dir: Path, resume: bool = False, stop: StopFlag | None = None, hub: Hub | None = None
+) -> dict[str, Any]:
+    """Train one run in ``run_dir`` (new, or resumed from its checkpoint); return the final summary.
+
+    :param stop: what asks the run to stop early (default: the first SIGINT or SIGTERM)
+    :param hub: a population's anchor hub (``--share-anchors``), for APO
+    """
+    trainer = Trainer(cfg, run_dir, resume, hub)
     ppo, state = cfg.ppo, trainer.state
     progress = tqdm(
         total=ppo.num_updates * ppo.batch_size,
@@ -142,7 +162,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]
         dynamic_ncols=True,
     )
     try:
-        with StopRequest() as stop:
+        with stop or StopRequest() as stop:
             for update in range(state.update + 1, ppo.num_updates + 1):
                 state.update = update
                 update_start = time.perf_counter()
@@ -190,7 +210,7 @@ def seed_everything(streams: SeedStreams, torch_threads: int) -> None:
 class Trainer:
     """One run's parts, and the phases of an update as methods."""
 
-    def __init__(self, cfg: RunConfig, run_dir: Path, resume: bool):
+    def __init__(self, cfg: RunConfig, run_dir: Path, resume: bool, hub: Hub | None = None):
         self.cfg, self.run_dir = cfg, run_dir
         self.task = parse_task(cfg.task)
         self.frames_per_step = cfg.env.frame_skip if self.task.is_mario else 1  # NES frames per agent step
@@ -205,7 +225,7 @@ class Trainer:
             self.model = make_model(obs_space, action_space)
             self.normalizer = Normalizer(obs_space.shape, ppo.num_envs, ppo.gamma, ppo.norm_obs, ppo.norm_reward)
             self.optimizer = torch.optim.Adam(self.model.parameters(), lr=ppo.learning_rate, eps=1e-5)
-            self.anchoring = make_anchoring(cfg, self.task, self.streams.anchors(), self.normalizer.obs)
+            self.anchoring = make_anchoring(cfg, self.task, self.streams.anchors(), self.normalizer.obs, hub)
             self.state = TrainState()
             if checkpoint is not None:
                 self._restore(checkpoint)

@@ -1,0 +1,256 @@
+"""Populations on Ray (shared anchors, a learner killed and restarted, stop and resume) and suites on the
+Ray backend: a real local Ray instance (ray.init(num_cpus=2)), real CartPole training, no mocks. The
+hub's ranking is checked without Ray. Tests never connect to another host."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mario_apo.anchors import Anchor
+from mario_apo.cli import main
+from mario_apo.config import AnchorConfig
+from mario_apo.population import AnchorHub
+from mario_apo.seeding import SeedStreams
+
+from conftest import assert_one_line_error
+
+# 2 learners x 4,096 CartPole steps (16 updates of 8 envs x 32 steps): episodes of every length end
+# in every update, so the hub's top K changes often and draws from both learners.
+POPULATION = ["train", "--task", "cartpole", "--algo", "apo", "--learners", "2", "--total-steps", "4096"]
+QUIET = ["--no-progress", "--wandb", "disabled", "--final-eval-episodes", "4", "--final-eval-greedy", "2"]
+
+
+def anchor(episode_return: float, finder: int, episode_id: int) -> Anchor:
+    return Anchor(
+        frames=np.zeros((3, 4), np.float32),
+        logprobs=np.full((3, 2), np.log(0.5), np.float32),
+        actions=np.zeros(3, np.int64),
+        episode_return=episode_return,
+        success=False,
+        max_x=0,
+        episode_id=episode_id,
+        admitted_update=1,
+        discounted_return=episode_return,
+        finder=finder,
+    )
+
+
+@pytest.mark.parametrize(("ties", "kept"), [("newer", (1, 7)), ("older", (0, 7))])
+def test_the_hub_ranks_offers_as_a_learner_would_and_versions_its_top_k(ties, kept):
+    hub = AnchorHub(AnchorConfig(anchors=2, anchor_ties=ties))
+    version, top, accepted = hub.sync([anchor(5.0, finder=0, episode_id=7), anchor(1.0, finder=0, episode_id=8)], -1)
+    assert (version, accepted) == (1, 2) and [a.episode_return for a in top] == [5.0, 1.0]
+    assert hub.sync([], version) == (1, None, 0)  # nothing changed: nothing copied
+    # a tie with the best, from another learner: the newer wins only with ties = newer
+    version, top, accepted = hub.sync([anchor(5.0, finder=1, episode_id=7)], version)
+    assert accepted == 1 and (top[0].finder, top[0].episode_id) == kept
+    assert hub.sync([anchor(0.5, finder=1, episode_id=9)], version) == (version, None, 0)  # below the worst
+    # rebuilt from checkpoints holding copies of the same anchors: each once, the order kept
+    rebuilt = AnchorHub(AnchorConfig(anchors=2, anchor_ties=ties))
+    assert rebuilt.restore(top + [top[1], anchor(0.1, finder=0, episode_id=1)]) == 2
+    assert [(a.finder, a.episode_id) for a in rebuilt.buffer.anchors] == [(a.finder, a.episode_id) for a in top]
+
+
+def test_learner_seeds_are_distinct_and_derived_from_the_run_seed():
+    seeds = SeedStreams(1).learner_seeds(4)
+    assert (
+        len(set(seeds)) == 4 and seeds == SeedStreams(1).learner_seeds(4) and seeds != SeedStreams(2).learner_seeds(4)
+    )
+    assert set(seeds).isdisjoint({1, 2, 3, 4})
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--learners", "0"], "expected a positive integer"),
+        (["--learners", "2", "--share-anchors", "--algo", "ppo"], "--algo ppo keeps none"),
+        (["--share-anchors"], "add --learners N"),
+        (["--address", "auto"], "--address is the Ray cluster of a population"),
+        (["--learners", "2", "--address", "127.0.0.1:1"], "cannot reach a Ray cluster"),  # this machine, closed
+    ],
+)
+def test_bad_population_flags_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
+    assert main(["train", "--task", "cartpole", "--run-dir", str(tmp_path / "runs"), *argv]) == 2
+    assert_one_line_error(capsys.readouterr().err, message)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_without_the_ray_extra_populations_and_the_ray_backend_say_how_to_install_it(tmp_path):
+    # a Python that cannot import ray (as without the extra), running the real CLI
+    for argv in (POPULATION, ["suite", "run", "experiments/none.toml", "--backend", "ray"]):
+        code = "import sys; sys.modules['ray'] = None; from mario_apo.cli import main; sys.exit(main(sys.argv[1:]))"
+        if argv[0] == "suite":
+            (tmp_path / "experiments").mkdir(exist_ok=True)
+            (tmp_path / "experiments" / "none.toml").write_text(
+                'name = "none"\ntasks = ["cartpole"]\nseeds = [1]\ntotal_steps = 512\n[algos.ppo]\nalgo = "ppo"\n'
+            )
+        done = subprocess.run([sys.executable, "-c", code, *argv], cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 2, done.stderr
+        assert (
+            done.stderr.strip() == "mario-apo: error: populations and --backend ray need Ray: pip install -e '.[ray]'"
+        )
+        assert not (tmp_path / "runs").exists()
+
+
+needs_ray = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("ray") is None,
+    reason="the ray extra is not installed (pip install -e '.[ray]')",
+)
+
+
+def metric_lines(run_dir: Path, key: str) -> list[dict]:
+    return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if key in r]
+
+
+@pytest.mark.slow
+@needs_ray
+def test_a_shared_anchor_population_anchors_each_learner_to_the_others_episodes(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    argv = [*POPULATION, "--share-anchors", "--name", "pop", "--run-dir", str(runs), *QUIET]
+    assert main(argv) == 0
+    pop = runs / "pop"
+    summary = json.loads((pop / "summary.json").read_text())
+    assert summary["finished"] == [0, 1] and summary["hub"]["anchors"] == 8
+    record = json.loads((pop / "population.json").read_text())["population"]
+    assert record["learner_seeds"] == SeedStreams(1).learner_seeds(2) and record["share_anchors"] is True
+    for i in (0, 1):
+        learner = pop / f"learner-{i}"
+        assert json.loads((learner / "config.json").read_text())["seed"] == record["learner_seeds"][i]
+        assert (learner / "summary.json").exists() and (learner / "checkpoint.pt").exists()
+        # it anchored to the other learner's episodes at some update, and offered its own
+        foreign = [r["anchor/foreign_fraction"] for r in metric_lines(learner, "anchor/foreign_fraction")]
+        assert len(foreign) == 16 and max(foreign) > 0
+        finders = {a["finder"] for a in json.loads((learner / "anchors.json").read_text())["anchors"]}
+        assert finders <= {0, 1}
+    # the population metrics, on all learners' steps together
+    population = metric_lines(pop, "population/best_return")
+    assert population[-1]["global_step"] == 2 * 4096 and population[-1]["population/episodes"] > 0
+    assert population[-1]["population/best_return"] == max(
+        r["charts/episodic_return"]
+        for i in (0, 1)
+        for r in metric_lines(pop / f"learner-{i}", "charts/episodic_return")
+    )
+    # eval works on a learner's run dir; on the population dir it says where the learners are
+    assert main(["eval", str(pop / "learner-1"), "--episodes", "2"]) == 0
+    assert main(["eval", str(pop)]) == 2
+    assert "learner-<i>" in capsys.readouterr().err
+
+
+def start_population(tmp_path: Path, *extra: str) -> subprocess.Popen:
+    argv = [*POPULATION, "--name", "pop", "--run-dir", "runs", *QUIET, "--checkpoint-every", "2", *extra]
+    return subprocess.Popen(
+        [sys.executable, "-m", "mario_apo.cli", *argv],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # a terminal's process group: Ctrl-C reaches the driver and Ray's own processes
+    )
+
+
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@needs_ray
+def test_a_killed_learner_is_restarted_by_ray_and_resumes_while_the_other_goes_on(tmp_path):
+    proc = start_population(tmp_path, "--total-steps", "8192", "--share-anchors")
+    learner = tmp_path / "runs" / "pop" / "learner-0"
+    wait_for(lambda: (learner / "checkpoint.pt").exists(), proc)
+    pid = int((learner / ".lock").read_text().split()[1])  # the lock names its holder: the learner's process
+    os.kill(pid, signal.SIGKILL)
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, output
+    assert "learner-0: resuming from its checkpoint" in output
+    summary = json.loads((tmp_path / "runs" / "pop" / "summary.json").read_text())
+    assert summary["finished"] == [0, 1] and summary["failed"] == {}
+    updates = [r["charts/update"] for r in metric_lines(learner, "charts/update")]
+    assert updates == list(range(1, 33))  # every update once: resumed at its checkpoint, not started over
+
+
+@pytest.mark.slow
+@needs_ray
+def test_ctrl_c_stops_every_learner_with_a_checkpoint_and_resume_rebuilds_the_hub(tmp_path):
+    proc = start_population(tmp_path, "--share-anchors")
+    pop = tmp_path / "runs" / "pop"
+    wait_for(lambda: all((pop / f"learner-{i}" / "checkpoint.pt").exists() for i in (0, 1)), proc)
+    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: the driver and Ray's processes in its group
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, output
+    assert "stopping every learner" in output and not (pop / "summary.json").exists()
+    assert json.loads(output.strip().splitlines()[-1])["interrupted"] is True
+    for i in (0, 1):
+        assert not (pop / f"learner-{i}" / "summary.json").exists()
+    done = subprocess.run(
+        [sys.executable, "-m", "mario_apo.cli", "train", "--resume", "runs/pop", "--no-progress"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((pop / "summary.json").read_text())
+    assert summary["finished"] == [0, 1] and summary["hub"]["anchors"] == 8
+    for i in (0, 1):
+        updates = [r["charts/update"] for r in metric_lines(pop / f"learner-{i}", "charts/update")]
+        assert updates == list(range(1, 17))
+
+
+RAY_SUITE = """
+name = "tiny"
+tasks = ["cartpole"]
+seeds = [1, 2]
+total_steps = 1024
+jobs = 2
+checkpoint_every = 2
+
+[train]
+final_eval_episodes = 4
+final_eval_greedy = 2
+wandb = "disabled"
+
+[algos.ppo]
+algo = "ppo"
+
+[algos.apo]
+algo = "apo"
+"""
+
+
+@pytest.mark.slow
+@needs_ray
+def test_a_suite_on_the_ray_backend_finishes_the_same_runs_as_the_local_backend(tmp_path, monkeypatch, capsys):
+    finished = {}
+    for backend in ("local", "ray"):
+        where = tmp_path / backend
+        (where / "experiments").mkdir(parents=True)
+        (where / "experiments" / "tiny.toml").write_text(RAY_SUITE)
+        monkeypatch.chdir(where)
+        assert main(["suite", "run", "experiments/tiny.toml", "--backend", backend]) == 0
+        assert "0 already finished, 4 ran, 0 failed" in capsys.readouterr().out
+        finished[backend] = sorted(p.parent.name for p in (where / "runs" / "tiny").glob("*/summary.json"))
+        assert main(["suite", "run", "experiments/tiny.toml", "--backend", backend]) == 0  # skips what finished
+        assert "4 already finished, 0 ran" in capsys.readouterr().out
+    assert finished["local"] == finished["ray"] and len(finished["ray"]) == 4
+    # same seed, same settings: the same training, whichever backend ran it
+    for name in finished["ray"]:
+        local, ray = (
+            json.loads((tmp_path / b / "runs" / "tiny" / name / "summary.json").read_text()) for b in finished
+        )
+        assert local["final_eval"] == ray["final_eval"]
+    assert main(["suite", "run", "experiments/tiny.toml", "--cpus-per-run", "1"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "--backend ray")
