@@ -15,6 +15,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -565,4 +566,66 @@ def format_parity_table(result: dict) -> str:
                 f"ours - SB3 {mean:+.2f} [{low:+.2f}, {high:+.2f}] (n={cell['n']})"
             )
         lines.append(f"  bar {task}: ours not worse than SB3: {'met' if row['met'] else 'MISSED'}")
+    return "\n".join(lines)
+
+
+def bench_population(task: str, steps: int, seed: int, out_dir: Path) -> dict:
+    """Agent steps/s of a 2-learner population with shared anchors vs two independent APO runs started
+    side by side, on this machine, in one invocation: the population's overhead (Ray, the hub's
+    round trips, the anchors pulled). Each side's SPS is the sum over its two learners of their
+    agent steps per second of training time (``charts/train_seconds``: every stage of an update,
+    the hub sync included; Ray's start and the final evaluation are not)."""
+    import subprocess
+    import sys
+
+    from mario_apo.logger import read_metrics
+
+    cores = os.cpu_count() or 1
+    common = ["train", "--algo", "apo", "--task", task, "--total-steps", str(steps), "--seed", str(seed)]
+    common += ["--wandb", "disabled", "--no-progress", "--final-eval-episodes", "0", "--final-eval-greedy", "0"]
+    common += ["--video-every", "0", "--run-dir", str(out_dir), "--torch-threads", str(max(1, cores // 2))]
+    sides = {
+        "independent": [
+            [*common, "--name", "independent-0"],
+            [*common, "--seed", str(seed + 1), "--name", "independent-1"],
+        ],
+        "shared": [[*common, "--learners", "2", "--share-anchors", "--name", "shared"]],
+    }
+    result: dict = {"machine": {"cores": cores, "python": platform.python_version()}, "task": task, "steps": steps}
+    for side, commands in tqdm(sides.items(), desc="bench population", unit="side"):
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "mario_apo.cli", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            for argv in commands
+        ]
+        for proc in procs:
+            _, err = proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"bench population: {side} failed:\n{err.decode()[-3000:]}")
+        run_dirs = [out_dir / "independent-0", out_dir / "independent-1"]
+        if side == "shared":
+            run_dirs = [out_dir / "shared" / f"learner-{i}" for i in (0, 1)]
+        learners = []
+        for run_dir in run_dirs:
+            last = [r for r in read_metrics(run_dir / "metrics.jsonl") if "charts/train_seconds" in r][-1]
+            learners.append(
+                {
+                    "steps": last["global_step"],
+                    "train_seconds": last["charts/train_seconds"],
+                    "sps": last["global_step"] / last["charts/train_seconds"],
+                    "anchors_fraction": last.get("perf/anchors_fraction", 0.0),
+                }
+            )
+        result[side] = {"learners": learners, "sps": sum(learner["sps"] for learner in learners)}
+    result["shared_over_independent"] = result["shared"]["sps"] / result["independent"]["sps"]
+    return result
+
+
+def format_population_table(result: dict) -> str:
+    lines = [f"{'side':<12} {'SPS (2 learners)':>17} {'anchors stage':>14}"]
+    for side in ("independent", "shared"):
+        fraction = np.mean([learner["anchors_fraction"] for learner in result[side]["learners"]])
+        lines.append(f"{side:<12} {result[side]['sps']:>17.0f} {fraction:>13.1%}")
+    lines.append(f"shared / independent: {result['shared_over_independent']:.2f}")
     return "\n".join(lines)

@@ -111,6 +111,18 @@ def _add_bench_commands(commands: argparse._SubParsersAction) -> None:
     parity.add_argument(
         "--json", default="bench-parity.json", help="where to write the JSON result. Default: bench-parity.json"
     )
+    population = benches.add_parser(
+        "population",
+        help="SPS of a 2-learner shared-anchor population (Ray) vs two independent APO runs side by side",
+    )
+    population.add_argument("--task", default="mario:1-1", help="the task both sides train. Default: mario:1-1")
+    population.add_argument(
+        "--steps", type=positive_int, default=10240, help="agent steps per learner. Default: 10240 (10 Mario updates)"
+    )
+    population.add_argument("--seed", type=int, default=1, help="seed of the runs. Default: 1")
+    population.add_argument(
+        "--json", default="bench-population.json", help="where to write the JSON result. Default: bench-population.json"
+    )
 
 
 def _add_replay_command(commands: argparse._SubParsersAction) -> None:
@@ -340,6 +352,23 @@ def run_bench_parity(args: argparse.Namespace) -> None:
     print(f"wrote {args.json}")
 
 
+def run_bench_population(args: argparse.Namespace) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from mario_apo.bench import bench_population, format_population_table, write_json
+    from mario_apo.population import require_ray
+    from mario_apo.tasks import parse_task
+
+    require_ray()
+    task = parse_task(args.task)
+    with tempfile.TemporaryDirectory(prefix="bench-population-") as runs:
+        result = bench_population(task.name, args.steps, args.seed, Path(runs))
+    print(format_population_table(result))
+    write_json(result, args.json)
+    print(f"wrote {args.json}")
+
+
 def usable_video_path(path: str) -> None:
     from pathlib import Path
 
@@ -460,7 +489,11 @@ def run_suite_command(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2) if args.json else format_status(status))
         return 0
     from mario_apo.report import write_report
+    from mario_apo.report_population import is_population_suite, write_population_report
 
+    if is_population_suite(suite):
+        print(f"wrote {write_population_report(suite, Path(args.out) if args.out else None)}")
+        return 0
     report = write_report(suite, Path(args.out) if args.out else None)
     print(f"wrote {report}")
     if args.wandb != "disabled":
@@ -577,6 +610,8 @@ def main(argv: list[str] | None = None) -> int:
             run_bench_train(args)
         elif args.command == "bench" and args.bench == "parity":
             run_bench_parity(args)
+        elif args.command == "bench" and args.bench == "population":
+            run_bench_population(args)
         elif args.command == "train":
             return run_train(args)
         elif args.command == "replay":

@@ -366,6 +366,21 @@ def _start_hub(record: dict[str, Any], dirs: list[Path]):
     return hub
 
 
+def _learner_slots(learners: int):
+    """A CPU for every learner, reserved at once (a placement group): populations that share a cluster
+    never each hold part of what they need while waiting for the rest."""
+    from ray.util.placement_group import placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    ray = require_ray()
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if cpus < learners:
+        raise UsageError(f"a population of {learners} learners needs {learners} CPUs; the Ray cluster has {cpus:g}")
+    group = placement_group([{"CPU": 1}] * learners, strategy="PACK")
+    ray.get(group.ready())
+    return PlacementGroupSchedulingStrategy(placement_group=group)
+
+
 def _supervise(
     pop_dir: Path, record: dict[str, Any], dirs: list[Path], configs: list[RunConfig], share: bool
 ) -> dict[str, Any]:
@@ -374,7 +389,11 @@ def _supervise(
     actor = ray.remote(num_cpus=1, max_restarts=LEARNER_RESTARTS, max_task_retries=LEARNER_RESTARTS, max_concurrency=2)(
         Learner
     )
-    actors = [actor.remote(i, hub_name(record) if share else None) for i in range(len(dirs))]
+    slots = _learner_slots(len(dirs))
+    actors = [
+        actor.options(scheduling_strategy=slots).remote(i, hub_name(record) if share else None)
+        for i in range(len(dirs))
+    ]
     ray.get([a.pid.remote() for a in actors])  # every learner up (torch imported) before any starts: a fair start
     pending = {
         actors[i].run.remote(configs[i], str(d.resolve())): i

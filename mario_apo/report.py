@@ -130,13 +130,13 @@ def collect(suite: Suite) -> tuple[dict[tuple[str, str], list[RunData]], list[st
     return runs, left_out
 
 
-def _fmt(point: float, low: float, high: float, digits: int = 2) -> str:
+def format_ci(point: float, low: float, high: float, digits: int = 2) -> str:
     if np.isnan(low):
         return f"{point:.{digits}f} [n/a: 1 seed]"
     return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def _mean_ci(values: np.ndarray) -> tuple[float, float, float]:
+def mean_ci(values: np.ndarray) -> tuple[float, float, float]:
     """Mean over seeds with its bootstrap CI; no interval from a single seed."""
     if len(values) < 2:
         return float(np.mean(values)), float("nan"), float("nan")
@@ -297,7 +297,7 @@ def _algo_row(data: list[RunData], metrics: dict, edges: np.ndarray) -> dict:
     firsts = [r.first_success_step for r in data]
     reached = [f for f in firsts if f is not None]
     row = {"n": len(data)}
-    row.update({name: _mean_ci(np.array([score(r) for r in data])) for name, (_, score) in metrics.items()})
+    row.update({name: mean_ci(np.array([score(r) for r in data])) for name, (_, score) in metrics.items()})
     row.update(
         {
             "median_steps_to_first_success": float(np.median(reached)) if reached else None,
@@ -311,7 +311,7 @@ def _algo_row(data: list[RunData], metrics: dict, edges: np.ndarray) -> dict:
 def _algo_table_line(label: str, row: dict, metrics: dict) -> str:
     steps = row["median_steps_to_first_success"]
     first_text = f"{steps:,.0f}" if steps is not None else "-"
-    cells = " | ".join(_fmt(*row[name]) for name in metrics)
+    cells = " | ".join(format_ci(*row[name]) for name in metrics)
     forgetting = row["forgetting_fraction"]
     return f"| {label} | {row['n']} | {cells} | {first_text}; {row['never_succeeded']} | {forgetting:.2f} |"
 
@@ -353,7 +353,7 @@ def _comparison_table(comparisons: list[dict], metrics: dict) -> list[str]:
     for c in comparisons:
         lines.append(
             f"| {c['a']} - {c['b']} | {metrics[c['metric']][0]} | {c['n']} | {c['mean']:+.3f} | "
-            f"{_fmt(c['mean'], *c['t95'], digits=3)} | {_fmt(c['mean'], *c['bootstrap95'], digits=3)} | "
+            f"{format_ci(c['mean'], *c['t95'], digits=3)} | {format_ci(c['mean'], *c['bootstrap95'], digits=3)} | "
             f"{_verdict(c)} |"
         )
     if n < 10:
@@ -439,14 +439,14 @@ def _overall(labels, baseline, scores, metrics, summary) -> list[str]:
     for label in labels:
         summary["overall"][label] = row = {f"iqm_{name}": stats.stratified_bootstrap_ci(scores[label][name], stats.iqm)
                                            for name in names}  # fmt: skip
-        lines.append(f"| {label} | " + " | ".join(_fmt(*row[f"iqm_{name}"]) for name in names) + " |")
+        lines.append(f"| {label} | " + " | ".join(format_ci(*row[f"iqm_{name}"]) for name in names) + " |")
     lines.append("")
     for label in labels:
         if label == baseline:
             continue
         poi = {name: stats.probability_of_improvement_ci(scores[label][name], scores[baseline][name]) for name in names}
         summary["overall"][f"P({label}>{baseline})"] = poi
-        text = ", ".join(f"{metrics[name][0]} {_fmt(*poi[name])}" for name in names)
+        text = ", ".join(f"{metrics[name][0]} {format_ci(*poi[name])}" for name in names)
         lines.append(f"P({label} > {baseline}): {text} (0.5 = no difference).")
     return lines + [""]
 
@@ -513,7 +513,9 @@ def _ladder_figure(tasks, baseline, labels, summary, random_policy, out_dir: Pat
     for x, task in zip(xs, rated, strict=True):
         ax.annotate(task.split(":", 2)[-1], (x, 0.0), textcoords="offset points", xytext=(4, -12), fontsize=8)
     for task in rated:
-        cells = [f"{_fmt(d['mean'], *d['bootstrap95'])} ({d['n']})" for d in (difference(task, lb) for lb in others)]
+        cells = [
+            f"{format_ci(d['mean'], *d['bootstrap95'])} ({d['n']})" for d in (difference(task, lb) for lb in others)
+        ]
         rows.append(f"| {task} | {random_policy[task]['success_rate']:.3f} | " + " | ".join(cells) + " |")
     ax.axhline(0.0, color="grey", lw=1)
     ax.set_xscale("log")

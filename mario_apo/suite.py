@@ -446,7 +446,7 @@ def measure_random_policies(suite: Suite) -> dict[str, dict[str, float]]:
     return measured
 
 
-PACKED_FILES = ("config.json", "metrics.jsonl", "summary.json", "anchors.json")
+PACKED_FILES = ("config.json", "metrics.jsonl", "summary.json", "anchors.json", "population.json")
 """What a finished run's logs are: enough to regenerate every report, without checkpoints or W&B files."""
 
 
@@ -463,8 +463,10 @@ def pack_finished_runs(suite: Suite, out: Path | None = None) -> tuple[Path, int
         if (suite.runs_dir / "random_policy.json").exists():
             tar.add(suite.runs_dir / "random_policy.json", arcname="random_policy.json")
         for name in finished:
-            for file in PACKED_FILES:
-                if (suite.runs_dir / name / file).exists():
-                    tar.add(suite.runs_dir / name / file, arcname=f"{name}/{file}")
+            run_dir = suite.runs_dir / name
+            for folder in [run_dir, *sorted(run_dir.glob("learner-*"))]:  # a run, or a population and its learners
+                for file in PACKED_FILES:
+                    if (folder / file).exists():
+                        tar.add(folder / file, arcname=str((folder / file).relative_to(suite.runs_dir)))
     os.replace(partial, out)  # a stopped pack leaves the previous archive whole
     return out, len(finished)

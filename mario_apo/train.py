@@ -169,7 +169,8 @@ def train(
                 clip_coef = trainer.apply_schedules(run_fraction=(update - 1) / ppo.num_updates)
 
                 trainer.collect_rollout()
-                trainer.anchoring.record(trainer.rollout, update)  # APO: offer the episodes that ended
+                with trainer.timer("anchors"):  # APO: offer the episodes that ended (a population: sync the hub)
+                    trainer.anchoring.record(trainer.rollout, update)
                 metrics = trainer.update_policy(clip_coef)
 
                 metrics = trainer.log_update(metrics, clip_coef, seconds=time.perf_counter() - update_start)

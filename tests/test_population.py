@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -254,3 +255,60 @@ def test_a_suite_on_the_ray_backend_finishes_the_same_runs_as_the_local_backend(
         assert local["final_eval"] == ray["final_eval"]
     assert main(["suite", "run", "experiments/tiny.toml", "--cpus-per-run", "1"]) == 2
     assert_one_line_error(capsys.readouterr().err, "--backend ray")
+
+
+POPULATION_SUITE = """
+name = "pops"
+description = "two tiny CartPole populations per seed"
+tasks = ["cartpole"]
+seeds = [1, 2]
+total_steps = 1024
+jobs = 1
+checkpoint_every = 2
+
+[train]
+learners = 2
+final_eval_episodes = 4
+final_eval_greedy = 2
+wandb = "disabled"
+
+[algos.independent]
+algo = "apo"
+
+[algos.shared]
+algo = "apo"
+share_anchors = true
+"""
+
+
+@pytest.mark.slow
+@needs_ray
+def test_a_population_suite_runs_reports_and_packs_its_learners(tmp_path, monkeypatch, capsys):
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "pops.toml").write_text(POPULATION_SUITE)
+    monkeypatch.chdir(tmp_path)
+    assert main(["suite", "run", "experiments/pops.toml", "--backend", "ray"]) == 0  # the cells join its cluster
+    assert "0 already finished, 4 ran, 0 failed" in capsys.readouterr().out
+    assert main(["suite", "report", "experiments/pops.toml"]) == 0
+    summary = json.loads(Path("experiments/results/pops/summary.json").read_text())
+    # the mean learner's final-policy success, by hand from the learners' own summaries
+    for label in ("independent", "shared"):
+        by_hand = [
+            np.mean(
+                [
+                    json.loads(Path(f"runs/pops/{label}-cartpole-s{seed}/learner-{i}/summary.json").read_text())[
+                        "final_eval"
+                    ]["sampled"]["success_rate"]
+                    for i in (0, 1)
+                ]
+            )
+            for seed in (1, 2)
+        ]
+        assert summary["tasks"]["cartpole"]["arms"][label]["mean_final_success"] == pytest.approx(by_hand)
+    comparison = summary["tasks"]["cartpole"]["comparisons"][0]
+    assert (comparison["a"], comparison["b"], comparison["n"]) == ("shared", "independent", 2)
+    assert "| shared - independent |" in Path("experiments/results/pops/report.md").read_text()
+    assert main(["suite", "pack", "experiments/pops.toml"]) == 0
+    with tarfile.open("experiments/results/pops/finished-runs.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert "shared-cartpole-s1/population.json" in names and "shared-cartpole-s1/learner-1/metrics.jsonl" in names
