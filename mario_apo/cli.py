@@ -570,7 +570,14 @@ def run_train(args: argparse.Namespace) -> int:
 def run_population(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mario_apo.population import create_population, read_population, start_ray, stop_ray, train_population
+    from mario_apo.population import (
+        check_cluster_fits,
+        create_population,
+        read_population,
+        start_ray,
+        stop_ray,
+        train_population,
+    )
 
     if args.resume:
         pop_dir = Path(args.resume)
@@ -585,6 +592,7 @@ def run_population(args: argparse.Namespace) -> int:
         learners = args.learners
     started = start_ray(args.address, num_cpus=max(os.cpu_count() or 1, learners))  # before anything is written
     try:
+        check_cluster_fits(learners)
         if not args.resume:
             pop_dir = create_population(cfg, args.learners, args.share_anchors)
             print(f"population dir: {pop_dir}", file=sys.stderr)

@@ -343,6 +343,7 @@ def train_population(pop_dir: Path, total_steps: int | None = None) -> dict[str,
         if total_steps is not None:
             cfg.ppo.total_steps = total_steps
     (pop_dir / "summary.json").unlink(missing_ok=True)
+    check_cluster_fits(learners)
     with RunLock(pop_dir):
         return _supervise(pop_dir, record, dirs, configs, share)
 
@@ -372,13 +373,16 @@ def _learner_slots(learners: int):
     from ray.util.placement_group import placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    ray = require_ray()
-    cpus = ray.cluster_resources().get("CPU", 0)
+    group = placement_group([{"CPU": 1}] * learners, strategy="PACK")
+    require_ray().get(group.ready())
+    return PlacementGroupSchedulingStrategy(placement_group=group)
+
+
+def check_cluster_fits(learners: int) -> None:
+    """A population needs a CPU per learner at once; a cluster that has fewer would wait forever."""
+    cpus = require_ray().cluster_resources().get("CPU", 0)
     if cpus < learners:
         raise UsageError(f"a population of {learners} learners needs {learners} CPUs; the Ray cluster has {cpus:g}")
-    group = placement_group([{"CPU": 1}] * learners, strategy="PACK")
-    ray.get(group.ready())
-    return PlacementGroupSchedulingStrategy(placement_group=group)
 
 
 def _supervise(
