@@ -40,7 +40,7 @@ from mario_apo.checkpoint import CHECKPOINT, load_checkpoint
 from mario_apo.config import AnchorConfig, RunConfig
 from mario_apo.errors import CheckpointError, TrainingError, UsageError
 from mario_apo.logger import RunLogger
-from mario_apo.runs import RunLock, create_run, default_run_name, load_run_config, run_record
+from mario_apo.runs import RunLock, create_run, load_run_config, new_run_dir, run_record
 from mario_apo.seeding import SeedStreams
 
 POPULATION = "population.json"
@@ -197,13 +197,7 @@ class Learner:
 
 def create_population(cfg: RunConfig, learners: int, share_anchors: bool) -> Path:
     """A new population dir: population.json, and one run dir with its config.json per learner."""
-    pop_dir = Path(cfg.log.run_dir) / (cfg.log.name or default_run_name(cfg))
-    if pop_dir.exists():
-        raise CheckpointError(
-            f"run dir {pop_dir} already exists: pick another --name, or continue it with --resume {pop_dir}"
-        )
-    pop_dir.mkdir(parents=True)
-    cfg.log.name = pop_dir.name
+    pop_dir = new_run_dir(cfg)
     seeds = SeedStreams(cfg.seed).learner_seeds(learners)
     threads = cfg.torch_threads or max(1, (os.cpu_count() or 1) // learners)
     for i, seed in enumerate(seeds):

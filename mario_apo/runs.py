@@ -85,6 +85,13 @@ def default_run_name(cfg: RunConfig) -> str:
 
 def create_run(cfg: RunConfig) -> Path:
     """A new run dir with its config.json; refuses to overwrite an existing run."""
+    run_dir = new_run_dir(cfg)
+    write_run_config(run_dir, cfg)
+    return run_dir
+
+
+def new_run_dir(cfg: RunConfig) -> Path:
+    """The empty dir of a new run (or population), named in ``cfg.log.name``; an existing one is refused."""
     run_dir = Path(cfg.log.run_dir) / (cfg.log.name or default_run_name(cfg))
     if run_dir.exists():
         raise CheckpointError(
@@ -92,7 +99,6 @@ def create_run(cfg: RunConfig) -> Path:
         )
     run_dir.mkdir(parents=True)
     cfg.log.name = run_dir.name
-    write_run_config(run_dir, cfg)
     return run_dir
 
 

@@ -61,6 +61,14 @@ def test_the_hub_ranks_offers_as_a_learner_would_and_versions_its_top_k(ties, ke
     assert [(a.finder, a.episode_id) for a in rebuilt.buffer.anchors] == [(a.finder, a.episode_id) for a in top]
 
 
+def test_the_hub_holds_the_memory_cap_once():
+    one = anchor(1.0, finder=0, episode_id=1).nbytes  # 96 bytes
+    hub = AnchorHub(AnchorConfig(anchors=8, anchor_max_mb=2.5 * one / 2**20))
+    hub.sync([anchor(float(k), finder=k % 2, episode_id=k) for k in range(6)], -1)
+    assert len(hub.buffer) == 2 and hub.stats()["mb"] * 2**20 <= 2.5 * one
+    assert [a.episode_return for a in hub.buffer.anchors] == [5.0, 4.0]  # the lowest-ranked were evicted
+
+
 def test_learner_seeds_are_distinct_and_derived_from_the_run_seed():
     seeds = SeedStreams(1).learner_seeds(4)
     assert (
@@ -169,7 +177,7 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0) -> None:
 @pytest.mark.slow
 @needs_ray
 def test_a_killed_learner_is_restarted_by_ray_and_resumes_while_the_other_goes_on(tmp_path):
-    proc = start_population(tmp_path, "--total-steps", "8192", "--share-anchors")
+    proc = start_population(tmp_path, "--total-steps", "32768", "--share-anchors")  # long enough to be killed mid-run
     learner = tmp_path / "runs" / "pop" / "learner-0"
     wait_for(lambda: (learner / "checkpoint.pt").exists(), proc)
     pid = int((learner / ".lock").read_text().split()[1])  # the lock names its holder: the learner's process
@@ -180,13 +188,13 @@ def test_a_killed_learner_is_restarted_by_ray_and_resumes_while_the_other_goes_o
     summary = json.loads((tmp_path / "runs" / "pop" / "summary.json").read_text())
     assert summary["finished"] == [0, 1] and summary["failed"] == {}
     updates = [r["charts/update"] for r in metric_lines(learner, "charts/update")]
-    assert updates == list(range(1, 33))  # every update once: resumed at its checkpoint, not started over
+    assert updates == list(range(1, 129))  # every update once: resumed at its checkpoint, not started over
 
 
 @pytest.mark.slow
 @needs_ray
 def test_ctrl_c_stops_every_learner_with_a_checkpoint_and_resume_rebuilds_the_hub(tmp_path):
-    proc = start_population(tmp_path, "--share-anchors")
+    proc = start_population(tmp_path, "--total-steps", "1000000", "--share-anchors")  # stopped long before its end
     pop = tmp_path / "runs" / "pop"
     wait_for(lambda: all((pop / f"learner-{i}" / "checkpoint.pt").exists() for i in (0, 1)), proc)
     os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: the driver and Ray's processes in its group
@@ -197,7 +205,17 @@ def test_ctrl_c_stops_every_learner_with_a_checkpoint_and_resume_rebuilds_the_hu
     for i in (0, 1):
         assert not (pop / f"learner-{i}" / "summary.json").exists()
     done = subprocess.run(
-        [sys.executable, "-m", "mario_apo.cli", "train", "--resume", "runs/pop", "--no-progress"],
+        [
+            sys.executable,
+            "-m",
+            "mario_apo.cli",
+            "train",
+            "--resume",
+            "runs/pop",
+            "--total-steps",
+            "65536",
+            "--no-progress",
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -208,7 +226,7 @@ def test_ctrl_c_stops_every_learner_with_a_checkpoint_and_resume_rebuilds_the_hu
     assert summary["finished"] == [0, 1] and summary["hub"]["anchors"] == 8
     for i in (0, 1):
         updates = [r["charts/update"] for r in metric_lines(pop / f"learner-{i}", "charts/update")]
-        assert updates == list(range(1, 17))
+        assert updates == list(range(1, 129))  # the stopped ones once, then the rest up to the new budget
 
 
 RAY_SUITE = """
