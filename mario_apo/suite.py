@@ -448,6 +448,27 @@ def measure_random_policies(suite: Suite) -> dict[str, dict[str, float]]:
 
 PACKED_FILES = ("config.json", "metrics.jsonl", "summary.json", "anchors.json", "population.json")
 """What a finished run's logs are: enough to regenerate every report, without checkpoints or W&B files."""
+PACKED_UPDATE_KEYS = {
+    "global_step",
+    "charts/SPS",
+    "charts/update",
+    "charts/success_rate",
+    "charts/return_mean_100",
+    "charts/train_seconds",
+    "losses/entropy",
+    "anchor/kl",
+    "anchor/count",
+    "anchor/best_return",
+    "anchor/p_best_entropy",
+    "anchor/mean_age_updates",
+    "anchor/mean_length",
+    "anchor/success_count",
+    "anchor/foreign_fraction",
+}
+"""Of an update's metrics line, what a pack keeps: what reports and ``suite status`` read, and the headline
+curves. Every episode line is kept whole. The full lines stay in the run dirs and W&B runs; an update line
+holds ~50 numbers, and a 500k-step MountainCar run has ~2,000 of them (the suite's packed logs: 17 MB
+whole, a fraction of that trimmed)."""
 
 
 def pack_finished_runs(suite: Suite, out: Path | None = None) -> tuple[Path, int]:
@@ -467,6 +488,27 @@ def pack_finished_runs(suite: Suite, out: Path | None = None) -> tuple[Path, int
             for folder in [run_dir, *sorted(run_dir.glob("learner-*"))]:  # a run, or a population and its learners
                 for file in PACKED_FILES:
                     if (folder / file).exists():
-                        tar.add(folder / file, arcname=str((folder / file).relative_to(suite.runs_dir)))
+                        _pack_file(tar, folder / file, str((folder / file).relative_to(suite.runs_dir)))
     os.replace(partial, out)  # a stopped pack leaves the previous archive whole
     return out, len(finished)
+
+
+def _pack_file(tar, path: Path, arcname: str) -> None:
+    """One file into the pack; a metrics.jsonl with its update lines trimmed to ``PACKED_UPDATE_KEYS``."""
+    import io
+    import tarfile
+
+    from mario_apo.logger import read_metrics
+
+    if path.name != "metrics.jsonl":
+        tar.add(path, arcname=arcname)
+        return
+    lines = []
+    for record in read_metrics(path):
+        if "charts/SPS" in record:  # an update's line (episode and population lines are kept whole)
+            record = {key: value for key, value in record.items() if key in PACKED_UPDATE_KEYS}
+        lines.append(json.dumps(record) + "\n")
+    data = "".join(lines).encode()
+    info = tarfile.TarInfo(arcname)
+    info.size, info.mtime = len(data), int(path.stat().st_mtime)
+    tar.addfile(info, io.BytesIO(data))

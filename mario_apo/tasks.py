@@ -135,7 +135,10 @@ def _make_worker_env(task: Task, cfg: EnvConfig) -> gym.Env:
     """``make_env`` in an env worker process, which leaves Ctrl-C to the trainer: a terminal sends
     SIGINT to every process of its group, and a worker interrupted mid-step would end the run
     instead of letting the trainer finish its update and checkpoint (it closes the workers)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # forked from a thread other than the main one (a population's learner actor)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # this process's only thread: the same effect
     return make_env(task, cfg)
 
 

@@ -330,3 +330,21 @@ def test_a_population_suite_runs_reports_and_packs_its_learners(tmp_path, monkey
     with tarfile.open("experiments/results/pops/finished-runs.tar.gz") as tar:
         names = set(tar.getnames())
     assert "shared-cartpole-s1/population.json" in names and "shared-cartpole-s1/learner-1/metrics.jsonl" in names
+
+
+@pytest.mark.slow
+@needs_ray
+def test_a_mario_population_shares_anchors_that_replay_verifies(tmp_path, capsys):
+    # env workers forked from a learner actor's thread; anchors found by either learner replay on the emulator
+    argv = ["train", "--task", "mario:1-1:goal:300", "--algo", "apo", "--learners", "2", "--share-anchors"]
+    argv += ["--num-envs", "2", "--num-steps", "64", "--total-steps", "128", "--num-minibatches", "2"]
+    argv += ["--update-epochs", "1", "--video-every", "0", "--name", "pop", "--run-dir", str(tmp_path), *QUIET]
+    assert main(argv) == 0
+    learner = tmp_path / "pop" / "learner-0"
+    anchors = json.loads((learner / "anchors.json").read_text())["anchors"]
+    assert anchors and {a["finder"] for a in anchors} <= {0, 1}
+    # an anchor the other learner found, if the hub kept one (else the best), verified frame by frame
+    rank = next((a["rank"] for a in anchors if a["finder"] == 1), 0)
+    capsys.readouterr()
+    assert main(["replay", str(learner), "--episode", str(rank), "--out", str(tmp_path / "anchor.mp4")]) == 0
+    assert ": verified" in capsys.readouterr().out

@@ -146,6 +146,16 @@ def test_tiny_real_suite_runs_skips_resumes_and_reports(tmp_path, monkeypatch, c
         members = set(tar.getnames())
     assert "apo-cartpole-s1/anchors.json" in members and "ppo-cartpole-s2/metrics.jsonl" in members
     assert not any(name.endswith(".pt") or "wandb" in name for name in members) and len(members) == 4 * 3 + 2
+    # a fresh clone: the report regenerates from the archive alone, the same numbers
+    clone = tmp_path / "clone"
+    (clone / "runs" / "tiny").mkdir(parents=True)
+    with tarfile.open(out / "finished-runs.tar.gz") as tar:
+        tar.extractall(clone / "runs" / "tiny", filter="data")
+    shutil.copytree(tmp_path / "experiments", clone / "experiments", ignore=shutil.ignore_patterns("results"))
+    monkeypatch.chdir(clone)
+    assert main(["suite", "report", "experiments/tiny.toml", "--out", "regenerated", "--wandb", "disabled"]) == 0
+    assert json.loads(Path("regenerated/summary.json").read_text()) == summary
+    monkeypatch.chdir(tmp_path)
 
     # the same comparison as a W&B summary run (offline), read back from its files
     records = wandb_records(runs / "report")
