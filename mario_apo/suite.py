@@ -393,8 +393,12 @@ def suite_status(suite: Suite) -> dict[str, Any]:
         run_dir = suite.runs_dir / spec.name
         state = names[run_state(run_dir)]
         cell = {"run": spec.name, "task": spec.task, "algo": spec.label, "seed": spec.seed, "state": state, "step": 0}
-        if state != "pending" and (run_dir / "metrics.jsonl").exists():
-            updates = [r for r in read_metrics(run_dir / "metrics.jsonl") if "charts/SPS" in r]
+        # a population's progress: its first learner's (they step side by side; the budget is per learner)
+        metrics = (
+            run_dir / "learner-0" / "metrics.jsonl" if is_population_cell(suite, spec) else run_dir / "metrics.jsonl"
+        )
+        if state != "pending" and metrics.exists():
+            updates = [r for r in read_metrics(metrics) if "charts/SPS" in r]
             cell["step"] = updates[-1]["global_step"] if updates else 0
             if state == "finished" and updates:
                 sps.append(float(np.mean([r["charts/SPS"] for r in updates])))
