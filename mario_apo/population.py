@@ -198,13 +198,13 @@ class Learner:
 def create_population(cfg: RunConfig, learners: int, share_anchors: bool) -> Path:
     """A new population dir: population.json, and one run dir with its config.json per learner."""
     pop_dir = new_run_dir(cfg)
+    cfg.log.wandb_group = cfg.log.wandb_group or pop_dir.name  # the population's W&B run and its learners' runs
     seeds = SeedStreams(cfg.seed).learner_seeds(learners)
     threads = cfg.torch_threads or max(1, (os.cpu_count() or 1) // learners)
     for i, seed in enumerate(seeds):
         learner = RunConfig.from_dict(cfg.to_dict())
         learner.seed, learner.torch_threads = seed, threads
         learner.log.run_dir, learner.log.name, learner.log.progress = str(pop_dir), f"learner-{i}", False
-        learner.log.wandb_group = cfg.log.wandb_group or pop_dir.name
         learner.log.wandb_tags = [*cfg.log.wandb_tags, "population", f"learner-{i}"]
         create_run(learner)
     record = run_record(cfg)
