@@ -465,9 +465,13 @@ def run_suite_command(args: argparse.Namespace) -> int:
             raise UsageError("--address and --cpus-per-run are for --backend ray")
         from mario_apo.population import start_ray, stop_ray
 
-        started = args.backend == "ray" and start_ray(args.address, num_cpus=os.cpu_count() or 1)
+        started = False
         try:
+            started = args.backend == "ray" and start_ray(args.address, num_cpus=os.cpu_count() or 1)
             counts = run_suite(suite, args.jobs, args.backend, args.cpus_per_run)
+        except TrainingError as err:
+            print(f"mario-apo: suite {suite.name}: {err}", file=sys.stderr)
+            return 1
         finally:
             if started:
                 stop_ray()
@@ -590,15 +594,17 @@ def run_population(args: argparse.Namespace) -> int:
     else:
         cfg = resolve_run_config(args)
         learners = args.learners
-    started = start_ray(args.address, num_cpus=max(os.cpu_count() or 1, learners))  # before anything is written
+    started = False
     try:
+        started = start_ray(args.address, num_cpus=max(os.cpu_count() or 1, learners))  # before anything is written
         check_cluster_fits(learners)
         if not args.resume:
             pop_dir = create_population(cfg, args.learners, args.share_anchors)
             print(f"population dir: {pop_dir}", file=sys.stderr)
         summary = train_population(pop_dir, args.total_steps if args.resume else None)
     except TrainingError as err:
-        print(f"mario-apo: training stopped: {err}; the learners' checkpoints in {pop_dir} are kept", file=sys.stderr)
+        kept = f"; the learners' checkpoints in {pop_dir} are kept" if args.resume or started else ""
+        print(f"mario-apo: training stopped: {err}{kept}", file=sys.stderr)
         return 1
     finally:
         if started:

@@ -69,18 +69,27 @@ def start_ray(address: str | None, num_cpus: int) -> bool:
     if address and address != "auto":
         check_reachable(address)
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # no GPU-visibility warnings on CPU boxes
-    try:
-        if address:
+    if address:
+        try:
             ray.init(address=address, log_to_driver=True, logging_level="ERROR")
-        else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR")
-    except (ConnectionError, RuntimeError, ValueError) as err:
-        first_line = (str(err).splitlines() or [type(err).__name__])[0]
-        raise UsageError(
-            f"cannot reach a Ray cluster at --address {address!r} ({first_line}); start one with "
-            "'ray start --head', or leave --address out for a local instance"
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise UsageError(
+                f"cannot reach a Ray cluster at --address {address!r} ({_first_line(err)}); start one with "
+                "'ray start --head', or leave --address out for a local instance"
+            ) from None
+        return True
+    try:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR")
+    except Exception as err:  # Ray raises a bare Exception when its own processes do not come up in time
+        raise TrainingError(
+            f"the local Ray instance did not start ({_first_line(err)}); on an overloaded machine its start can "
+            "outlast Ray's timeout: run the same command again"
         ) from None
     return True
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def check_reachable(address: str) -> None:
@@ -419,7 +428,7 @@ def _supervise(
                     try:
                         summaries[i] = ray.get(ref)
                     except ray.exceptions.RayError as err:
-                        failed[i] = str(err).strip().splitlines()[-1]
+                        failed[i] = (str(err).strip().splitlines() or [type(err).__name__])[-1]
                         tqdm.write(f"population {pop_dir.name}: learner {i} failed: {failed[i]}", file=sys.stderr)
                 if monitor.poll() or done:
                     logger.log(monitor.total_steps, monitor.metrics())
