@@ -442,6 +442,8 @@ class SharedAnchoring(Anchoring):
         offers = self._record_rollout(rollout, update)
         for anchor in offers:
             anchor.finder = self.hub.learner
+        # The copy ranks as the hub does, so an offer the hub rejects is one the copy rejected too, unless
+        # another learner changed the hub meanwhile; then the version differs and the copy is replaced.
         self.version, anchors, self._accepted = self.hub.sync(offers, self.version)
         if anchors is not None:
             self.buffer.replace(anchors)
