@@ -48,6 +48,8 @@ LEARNER_RESTARTS = 3
 """How often Ray restarts a learner whose process died before the population gives up on it."""
 POLL_SECONDS = 2.0
 CONNECT_SECONDS = 5.0
+LOCAL_START_ATTEMPTS = 3
+"""A busy machine can make Ray's processes miss the 30 s it gives them to start; try again before giving up."""
 RECENT_EPISODES = 100
 
 
@@ -78,13 +80,17 @@ def start_ray(address: str | None, num_cpus: int) -> bool:
                 "'ray start --head', or leave --address out for a local instance"
             ) from None
         return True
-    try:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR")
-    except Exception as err:  # Ray raises a bare Exception when its own processes do not come up in time
-        raise TrainingError(
-            f"the local Ray instance did not start ({_first_line(err)}); on an overloaded machine its start can "
-            "outlast Ray's timeout: run the same command again"
-        ) from None
+    for attempt in range(LOCAL_START_ATTEMPTS):
+        try:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR")
+            return True
+        except Exception as err:  # a bare Exception when Ray's processes miss its fixed 30 s start-up window
+            ray.shutdown()
+            if attempt + 1 == LOCAL_START_ATTEMPTS:
+                raise TrainingError(
+                    f"the local Ray instance did not start ({_first_line(err)}); on an overloaded machine its "
+                    "start can outlast Ray's timeout: run the same command again"
+                ) from None
     return True
 
 
