@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from mario_apo.anchors import Anchor
 from mario_apo.cli import main
@@ -204,6 +205,8 @@ def test_ctrl_c_stops_every_learner_with_a_checkpoint_and_resume_rebuilds_the_hu
     assert json.loads(output.strip().splitlines()[-1])["interrupted"] is True
     for i in (0, 1):
         assert not (pop / f"learner-{i}" / "summary.json").exists()
+    # resume to a budget a few updates past where the later learner stopped (8 envs x 32 steps an update)
+    stopped = max(torch.load(pop / f"learner-{i}" / "checkpoint.pt", weights_only=True)["update"] for i in (0, 1))
     done = subprocess.run(
         [
             sys.executable,
@@ -213,7 +216,7 @@ def test_ctrl_c_stops_every_learner_with_a_checkpoint_and_resume_rebuilds_the_hu
             "--resume",
             "runs/pop",
             "--total-steps",
-            "65536",
+            str((stopped + 8) * 256),
             "--no-progress",
         ],
         cwd=tmp_path,
@@ -226,7 +229,7 @@ def test_ctrl_c_stops_every_learner_with_a_checkpoint_and_resume_rebuilds_the_hu
     assert summary["finished"] == [0, 1] and summary["hub"]["anchors"] == 8
     for i in (0, 1):
         updates = [r["charts/update"] for r in metric_lines(pop / f"learner-{i}", "charts/update")]
-        assert updates == list(range(1, 129))  # the stopped ones once, then the rest up to the new budget
+        assert updates == list(range(1, stopped + 9))  # the stopped ones once, then the rest up to the new budget
 
 
 RAY_SUITE = """
