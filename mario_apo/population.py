@@ -352,7 +352,6 @@ def train_population(pop_dir: Path, total_steps: int | None = None) -> dict[str,
         if total_steps is not None:
             cfg.ppo.total_steps = total_steps
     (pop_dir / "summary.json").unlink(missing_ok=True)
-    check_cluster_fits(learners)
     with RunLock(pop_dir):
         return _supervise(pop_dir, record, dirs, configs, share)
 
