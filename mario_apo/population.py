@@ -27,7 +27,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from mario_apo.errors import CheckpointError, TrainingError, UsageError
 from mario_apo.logger import RunLogger
 from mario_apo.runs import RunLock, create_run, load_run_config, new_run_dir, run_record
 from mario_apo.seeding import SeedStreams
+from mario_apo.stopping import StopFlag, StopRequest
 
 POPULATION = "population.json"
 LEARNER_RESTARTS = 3
@@ -180,7 +180,7 @@ class Learner:
 
     def __init__(self, index: int, hub: str | None):
         """:param hub: the name of the population's hub actor (None: no shared anchors)"""
-        from mario_apo.train import StopFlag  # and with it torch: the slow part of a learner's start
+        import mario_apo.train  # noqa: F401  (and with it torch: the slow part of a learner's start)
 
         self.index = index
         self.hub = None if hub is None else require_ray().get_actor(hub)
@@ -331,11 +331,6 @@ class PopulationMonitor:
 # ---- the driver -------------------------------------------------------------------------------
 
 
-def sigterm_as_interrupt(signum, frame):
-    """A SIGTERM handler for a driver: handled as the first Ctrl-C (Ray's own handler would exit at once)."""
-    raise KeyboardInterrupt
-
-
 def stop_ray() -> None:
     require_ray().shutdown()
 
@@ -421,12 +416,19 @@ def _supervise(
     logger = RunLogger(pop_dir, record)
     budget = sum(cfg.ppo.num_updates * cfg.ppo.batch_size for cfg in configs)
     progress = tqdm(total=budget, unit="step", desc=f"population {pop_dir.name}", disable=not record["log"]["progress"])
-    stopping = False
-
-    previous = signal.signal(signal.SIGTERM, sigterm_as_interrupt)  # docker stop, kill: as a Ctrl-C
+    stop = StopRequest(f"population {pop_dir.name}: stopping every learner after its update, with a checkpoint", False)
+    asked = False
     try:
-        while pending:
-            try:
+        with stop:  # SIGTERM too (docker stop, kill): Ray's own handler would exit at once
+            while pending:
+                if stop.aborted:
+                    for a in actors:
+                        ray.kill(a, no_restart=True)
+                    raise KeyboardInterrupt
+                if stop.requested and not asked:
+                    asked = True
+                    for a in actors:
+                        a.request_stop.remote()
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_SECONDS)
                 for ref in done:
                     i = pending.pop(ref)
@@ -438,23 +440,9 @@ def _supervise(
                 if monitor.poll() or done:
                     logger.log(monitor.total_steps, monitor.metrics())
                 progress.update(monitor.total_steps - progress.n)
-            except KeyboardInterrupt:
-                if stopping:  # the second signal: abort now
-                    for a in actors:
-                        ray.kill(a, no_restart=True)
-                    raise
-                stopping = True
-                tqdm.write(
-                    f"population {pop_dir.name}: stopping every learner after its update, with a checkpoint "
-                    "(again to abort)",
-                    file=sys.stderr,
-                )
-                for a in actors:
-                    a.request_stop.remote()
         if monitor.poll():
             logger.log(monitor.total_steps, monitor.metrics())
     finally:
-        signal.signal(signal.SIGTERM, previous)
         progress.close()
         logger.close()
     return _write_summary(pop_dir, monitor, summaries, failed, hub)

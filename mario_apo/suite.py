@@ -46,6 +46,7 @@ from tqdm import tqdm
 from mario_apo.errors import SuiteError, TaskError, UsageError
 from mario_apo.flags import resolve_run_config, train_parser
 from mario_apo.runs import lock_holder
+from mario_apo.stopping import StopRequest
 from mario_apo.tasks import parse_task
 
 
@@ -344,42 +345,38 @@ CELL_RETRIES = 2
 
 
 def _run_on_ray(suite: Suite, todo: list[RunSpec], threads: int, env: dict, finished) -> None:
-    from mario_apo.population import require_ray, sigterm_as_interrupt
+    from mario_apo.population import require_ray
 
     ray = require_ray()
-    previous = signal.signal(signal.SIGTERM, sigterm_as_interrupt)  # docker stop, kill: as a Ctrl-C
-    try:
-        cluster = ray.get_runtime_context().gcs_address  # population cells join this cluster
-        task = ray.remote(max_retries=CELL_RETRIES)(ray_cell)
-        # a population cell's learners ask for their own CPUs: the cell holding some would starve them
-        refs = {
-            task.options(num_cpus=0 if is_population_cell(suite, spec) else threads).remote(
-                suite, spec, threads, env, os.getcwd(), cluster
-            ): spec
-            for spec in todo
-        }
-        stopping = False
+    cluster = ray.get_runtime_context().gcs_address  # population cells join this cluster
+    task = ray.remote(max_retries=CELL_RETRIES)(ray_cell)
+    # a population cell's learners ask for their own CPUs: the cell holding some would starve them
+    refs = {
+        task.options(num_cpus=0 if is_population_cell(suite, spec) else threads).remote(
+            suite, spec, threads, env, os.getcwd(), cluster
+        ): spec
+        for spec in todo
+    }
+    cancelled = False
+    # SIGTERM too (docker stop, kill): Ray's own handler would exit at once
+    with StopRequest("suite: stopping the runs (each checkpoints), starting no new one", False) as stop:
         while refs:
-            try:
-                done, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
-                for ref in done:
-                    spec = refs.pop(ref)
-                    try:
-                        finished(spec, ray.get(ref))
-                    except ray.exceptions.TaskCancelledError:
-                        finished(spec, "stopped")
-                    except ray.exceptions.RayError as err:
-                        tqdm.write(f"suite {suite.name}: {spec.name}: {str(err).strip().splitlines()[-1]}")
-                        finished(spec, "failed")
-            except KeyboardInterrupt:
-                if stopping:
-                    raise
-                stopping = True
-                tqdm.write("suite: stopping the runs (each checkpoints), starting no new one")
+            if stop.aborted:
+                raise KeyboardInterrupt
+            if stop.requested and not cancelled:
+                cancelled = True
                 for ref in refs:
                     ray.cancel(ref)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+            done, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
+            for ref in done:
+                spec = refs.pop(ref)
+                try:
+                    finished(spec, ray.get(ref))
+                except ray.exceptions.TaskCancelledError:
+                    finished(spec, "stopped")
+                except ray.exceptions.RayError as err:
+                    tqdm.write(f"suite {suite.name}: {spec.name}: {str(err).strip().splitlines()[-1]}")
+                    finished(spec, "failed")
 
 
 def suite_status(suite: Suite) -> dict[str, Any]:

@@ -16,8 +16,6 @@ import collections
 import contextlib
 import json
 import random
-import signal
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,6 +37,7 @@ from mario_apo.normalize import Normalizer
 from mario_apo.ppo import EpisodeEnd, Rollout, compute_gae, ppo_update
 from mario_apo.runs import read_run_record
 from mario_apo.seeding import SeedStreams
+from mario_apo.stopping import StopFlag, StopRequest
 from mario_apo.tasks import EnvGroups, parse_task
 from models.actor_critic import make_model
 
@@ -97,50 +96,6 @@ class StageTimer:
     def fractions(self) -> dict[str, float]:
         total = self.total
         return {f"perf/{stage}_fraction": seconds / total for stage, seconds in self.seconds.items()}
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class StopFlag:
-    """Asks a run to stop after its update, with a checkpoint: set ``requested`` (a population's
-    driver does, through its learner actor; signals reach only a process's main thread)."""
-
-    def __init__(self):
-        self.requested = False
-
-    def __enter__(self) -> StopFlag:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-
-class StopRequest(StopFlag):
-    """First Ctrl-C or SIGTERM (``kill``, ``docker stop``): finish the current update, checkpoint,
-    exit cleanly. A second one: abort now."""
-
-    def __init__(self):
-        super().__init__()
-        self._previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-
-    def __enter__(self) -> StopRequest:
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        name = signal.Signals(signum).name
-        tqdm.write(
-            f"mario-apo: {name}: stopping after this update to save a checkpoint (again to abort)", file=sys.stderr
-        )
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
 
 def train(
