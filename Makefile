@@ -13,8 +13,10 @@ $(VENV)/.installed: pyproject.toml scripts/install.sh
 run: install
 	$(BIN)/mario-apo train --algo apo --level 1-1 --total-steps 20480
 
+# Two test processes (pytest-xdist): most tests wait on env workers, subprocesses or Ray, so two
+# share a 2-core box well (8.5 min instead of 11.3 on this one).
 test: install lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

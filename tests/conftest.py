@@ -41,13 +41,16 @@ def mario_1_1():
 
 
 def tiny_run_config(run_dir: Path, task: str = "mario:1-1:goal:300", algo: str = "apo", **settings: Any) -> RunConfig:
-    """A run small enough for a test: Mario with 2 envs x 64 steps, 512 steps, one epoch of 2 minibatches;
-    no progress bar. ``settings`` override PPO fields, then anchor/log/run fields, by name."""
+    """A run small enough for a test: Mario with 2 envs x 64 steps, 512 steps, one epoch of 2 minibatches,
+    episodes of at most 400 steps (an untrained greedy policy stuck at a pipe would play 2,000 in the final
+    evaluation); no progress bar. ``settings`` override PPO fields, then anchor/log/run fields, by name."""
     family = parse_task(task).family
     ppo = ppo_defaults(family)
     if family == "mario":
         ppo.num_envs, ppo.num_steps, ppo.total_steps, ppo.num_minibatches, ppo.update_epochs = 2, 64, 512, 2, 1
     cfg = RunConfig(algo=algo, task=task, ppo=ppo)
+    if family == "mario":
+        cfg.env.max_episode_steps = 400
     cfg.log.run_dir, cfg.log.progress = str(run_dir), False
     cfg.log.final_eval_episodes, cfg.log.final_eval_greedy = 4, 2
     for name, value in settings.items():

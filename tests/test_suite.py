@@ -37,6 +37,7 @@ checkpoint_every = 2
 [train]
 final_eval_episodes = 20
 final_eval_greedy = 4
+wandb = "disabled"  # a run's W&B files are tested in test_train; the report's W&B run has its own --wandb
 
 [algos.ppo]
 algo = "ppo"
