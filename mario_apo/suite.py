@@ -331,7 +331,11 @@ def ray_cell(suite: Suite, spec: RunSpec, threads: int, env: dict, cwd: str, add
         with log.open("a") as out:
             proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
-            return proc.wait()
+            while True:  # in slices: ray.cancel raises KeyboardInterrupt between bytecodes, never inside a wait
+                try:
+                    return proc.wait(timeout=1.0)
+                except subprocess.TimeoutExpired:
+                    pass
         except KeyboardInterrupt:
             proc.send_signal(signal.SIGTERM)
             proc.wait()

@@ -21,6 +21,7 @@ from mario_apo.anchors import Anchor
 from mario_apo.cli import main
 from mario_apo.config import AnchorConfig
 from mario_apo.population import AnchorHub
+from mario_apo.runs import lock_holder
 from mario_apo.seeding import SeedStreams
 
 from conftest import assert_one_line_error
@@ -156,21 +157,20 @@ def test_a_shared_anchor_population_anchors_each_learner_to_the_others_episodes(
 
 
 @pytest.fixture
-def start_population(tmp_path):
-    """``start_population(*flags)``: a 2-learner CartPole population in a real process of its own session
-    (as a terminal's) under tmp_path. One still running at teardown (its test failed) is killed with
-    its Ray instance, so that it does not train on beside the next tests."""
+def start_cli(tmp_path):
+    """``start_cli(*argv)``: ``mario-apo ARGV`` in a real process of its own session (as a terminal's:
+    a Ctrl-C reaches the driver and Ray's own processes) in tmp_path. One still running at teardown
+    (its test failed) is killed with its Ray instance, so that it does not train on beside the next tests."""
     started: list[subprocess.Popen] = []
 
-    def start(*extra: str) -> subprocess.Popen:
-        argv = [*POPULATION, "--name", "pop", "--run-dir", "runs", *QUIET, "--checkpoint-every", "2", *extra]
+    def start(*argv: str) -> subprocess.Popen:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mario_apo.cli", *argv],
             cwd=tmp_path,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            start_new_session=True,  # a terminal's process group: Ctrl-C reaches the driver and Ray's own processes
+            start_new_session=True,
         )
         started.append(proc)
         return proc
@@ -180,6 +180,14 @@ def start_population(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
+
+
+@pytest.fixture
+def start_population(start_cli):
+    """``start_population(*flags)``: a 2-learner CartPole population ``runs/pop`` (``start_cli``)."""
+    return lambda *extra: start_cli(
+        *POPULATION, "--name", "pop", "--run-dir", "runs", *QUIET, "--checkpoint-every", "2", *extra
+    )
 
 
 def wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -288,6 +296,23 @@ def test_a_suite_on_the_ray_backend_finishes_the_same_runs_as_the_local_backend(
         assert local["final_eval"] == ray["final_eval"]
     assert main(["suite", "run", "experiments/tiny.toml", "--cpus-per-run", "1"]) == 2
     assert_one_line_error(capsys.readouterr().err, "--backend ray")
+
+
+@pytest.mark.slow
+@needs_ray
+def test_ctrl_c_stops_a_suite_on_ray_with_a_checkpoint_in_every_run(tmp_path, start_cli):
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "tiny.toml").write_text(RAY_SUITE.replace("1024", "1000000"))  # stopped long before
+    proc = start_cli("suite", "run", "experiments/tiny.toml", "--backend", "ray")
+    runs = [tmp_path / "runs" / "tiny" / f"apo-cartpole-s{seed}" for seed in (1, 2)]
+    wait_for(lambda: all((run / "checkpoint.pt").exists() for run in runs), proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, output
+    assert "mario-apo: SIGINT: suite: stopping the runs" in output and "2 stopped" in output, output
+    for run in runs:  # each stopped after an update, with its checkpoint: none finished, none still training
+        assert not (run / "summary.json").exists() and lock_holder(run) is None
+        assert torch.load(run / "checkpoint.pt", weights_only=True)["update"] >= 1
 
 
 POPULATION_SUITE = """
