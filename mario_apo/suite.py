@@ -424,27 +424,41 @@ def suite_status(suite: Suite) -> dict[str, Any]:
 
 def measure_random_policies(suite: Suite) -> dict[str, dict[str, float]]:
     """Success rate of a uniform-random policy per task (the rarity axis of the ladder plot), under the
-    env settings the suite's first algo trains with, played by ``mario-apo calibrate``'s code."""
+    env settings the suite's first algo trains with, played by ``mario-apo calibrate``'s code. The
+    ``goal:X`` rungs of a level are read off one set of its dense episodes, as the calibration reads
+    them (success: max x >= X): the same episodes a goal:X env would play up to X, played once."""
     from dataclasses import asdict
 
-    from mario_apo.calibrate import random_episodes
+    from mario_apo.calibrate import random_episodes, rung
     from mario_apo.stats import wilson_interval
 
     path = suite.runs_dir / "random_policy.json"
     measured = json.loads(path.read_text()) if path.exists() else {}
     path.parent.mkdir(parents=True, exist_ok=True)
+    played: dict[tuple[str, str], list] = {}
     for task in suite.tasks:
         if task in measured:
             continue
         env_cfg = run_config(suite, RunSpec(task, next(iter(suite.algos)), suite.seeds[0])).env
-        n = suite.random_policy_episodes
-        episodes = random_episodes(parse_task(task), env_cfg, n, workers=os.cpu_count() or 1)
-        successes, max_xs = [e.success for e in episodes], [e.max_x for e in episodes]
+        n, parsed = suite.random_policy_episodes, parse_task(task)
+        goal_x = int(parsed.reward[len("goal:") :]) if parsed.is_mario and parsed.reward.startswith("goal:") else None
+        plays = f"mario:{parsed.level}:dense" if goal_x else task
+        key = (plays, json.dumps(asdict(env_cfg), sort_keys=True))
+        if key not in played:
+            played[key] = random_episodes(parse_task(plays), env_cfg, n, workers=os.cpu_count() or 1)
+        episodes = played[key]
+        if goal_x:
+            read = rung(episodes, goal_x)
+            success_rate, wilson = read["rate"], [read["low"], read["high"]]
+        else:
+            successes = [e.success for e in episodes]
+            success_rate, wilson = float(np.mean(successes)), wilson_interval(sum(successes), n)
         measured[task] = {
-            "episodes": suite.random_policy_episodes,
-            "success_rate": float(np.mean(successes)),
-            "wilson_95": wilson_interval(sum(successes), n),
-            "mean_max_x": float(np.mean(max_xs)),
+            "episodes": n,
+            "played": plays,
+            "success_rate": success_rate,
+            "wilson_95": wilson,
+            "mean_max_x": float(np.mean([e.max_x for e in episodes])),
             "env": asdict(env_cfg),
         }
         path.write_text(json.dumps(measured, indent=2))

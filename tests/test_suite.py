@@ -17,11 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mario_apo.calibrate import random_episodes
 from mario_apo.checkpoint import load_checkpoint
 from mario_apo.cli import main
+from mario_apo.config import EnvConfig
 from mario_apo.errors import SuiteError
 from mario_apo.runs import RunLock, lock_holder
 from mario_apo.suite import expand, load_suite, measure_random_policies, run_state, train_command
+from mario_apo.tasks import parse_task
 
 from conftest import assert_one_line_error, wandb_records
 
@@ -195,13 +198,21 @@ def test_report_uses_only_seeds_finished_for_every_algo(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_the_suites_action_set_reaches_the_random_policy_baseline(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    text = TINY.replace('tasks = ["cartpole"]', 'tasks = ["mario:1-1:goal:300"]').replace(
-        "[train]\n", '[train]\nactions = "right"\n'
+    text = TINY.replace('tasks = ["cartpole"]', 'tasks = ["mario:1-1:goal:300", "mario:1-1:goal:600"]')
+    suite = load_suite(
+        write_suite(tmp_path, text.replace("[train]\n", '[train]\nactions = "right"\nmax_episode_steps = 400\n'))
     )
-    suite = load_suite(write_suite(tmp_path, text))
-    suite.random_policy_episodes = 2
-    measured = measure_random_policies(suite)["mario:1-1:goal:300"]
-    assert measured["env"]["action_set"] == "right" and measured["episodes"] == 2
+    suite.random_policy_episodes = 4
+    measured = measure_random_policies(suite)
+    assert measured["mario:1-1:goal:300"]["env"]["action_set"] == "right"
+    # both rungs read off one set of dense episodes: as many successes as goal:X envs played themselves
+    for x in (300, 600):
+        rung = measured[f"mario:1-1:goal:{x}"]
+        assert rung["played"] == "mario:1-1:dense" and rung["episodes"] == 4
+        env_cfg = EnvConfig(**rung["env"])
+        itself = random_episodes(parse_task(f"mario:1-1:goal:{x}"), env_cfg, 4, workers=2, progress=False)
+        assert rung["success_rate"] == np.mean([e.success for e in itself])
+    assert measured["mario:1-1:goal:300"]["success_rate"] > 0
 
 
 def hold_locks(run_dirs):
