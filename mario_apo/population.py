@@ -71,6 +71,9 @@ def start_ray(address: str | None, num_cpus: int) -> bool:
     if address and address != "auto":
         check_reachable(address)
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # no GPU-visibility warnings on CPU boxes
+    # Ray renices its workers to 15, and with them the learners, the suite's runs and their env workers:
+    # any other process on the machine would then starve them (10x slower beside one busy process)
+    os.environ.setdefault("RAY_worker_niceness", "0")
     if address:
         try:
             ray.init(address=address, log_to_driver=True, logging_level="ERROR")
