@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import tomllib
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -338,13 +339,18 @@ def ray_cell(suite: Suite, spec: RunSpec, threads: int, env: dict, cwd: str, add
                     pass
         except KeyboardInterrupt:
             proc.send_signal(signal.SIGTERM)
-            proc.wait()
+            while proc.poll() is None:  # the driver cancels again until the task ends: wait out its checkpoint
+                try:
+                    proc.wait(timeout=1.0)
+                except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                    pass
             return None
 
     return launch_cell(suite, spec, threads, run, address)
 
 
 CELL_RETRIES = 2
+CANCEL_AGAIN_SECONDS = 15.0
 """How often Ray retries a cell whose worker or node died (the retry resumes its checkpoint)."""
 
 
@@ -361,14 +367,15 @@ def _run_on_ray(suite: Suite, todo: list[RunSpec], threads: int, env: dict, fini
         ): spec
         for spec in todo
     }
-    cancelled = False
+    cancelled_at = None
     # SIGTERM too (docker stop, kill): Ray's own handler would exit at once
     with StopRequest("suite: stopping the runs (each checkpoints), starting no new one", False) as stop:
         while refs:
             if stop.aborted:
                 raise KeyboardInterrupt
-            if stop.requested and not cancelled:
-                cancelled = True
+            # again every CANCEL_AGAIN_SECONDS: a cancel that reaches a task as it starts can be lost
+            if stop.requested and (cancelled_at is None or time.monotonic() - cancelled_at > CANCEL_AGAIN_SECONDS):
+                cancelled_at = time.monotonic()
                 for ref in refs:
                     ray.cancel(ref)
             done, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
