@@ -350,8 +350,9 @@ def ray_cell(suite: Suite, spec: RunSpec, threads: int, env: dict, cwd: str, add
 
 
 CELL_RETRIES = 2
-CANCEL_AGAIN_SECONDS = 15.0
 """How often Ray retries a cell whose worker or node died (the retry resumes its checkpoint)."""
+CANCEL_AGAIN_SECONDS = 15.0
+"""After a stop request, how often the driver cancels the cells still running again."""
 
 
 def _run_on_ray(suite: Suite, todo: list[RunSpec], threads: int, env: dict, finished) -> None:
