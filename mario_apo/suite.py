@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 import tomllib
+import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -322,37 +323,36 @@ def _run_locally(suite: Suite, todo: list[RunSpec], jobs: int, threads: int, env
             signal.signal(signum, handler)
 
 
-def ray_cell(suite: Suite, spec: RunSpec, threads: int, env: dict, cwd: str, address: str | None) -> str:
+def ray_cell(suite: Suite, spec: RunSpec, threads: int, env: dict, cwd: str, address: str | None, stop: str) -> str:
     """A cell as a Ray task: the local runner's command, in the driver's working directory. Its run
     dir's state is read when it starts, so a task Ray retries (its node died) resumes the run's
-    checkpoint. ``ray.cancel`` (the driver's Ctrl-C) stops the run with a checkpoint."""
+    checkpoint. The file ``stop``, once there, is the driver's Ctrl-C: a running cell stops its run
+    with a checkpoint (SIGTERM), a cell not started yet does not start.
+
+    A file on the shared runs file system, polled, because neither Ray way worked here (Ray 2.60):
+    ``ray.cancel``'s KeyboardInterrupt never reached a cell waiting on its run, and a cell that asks
+    an actor (``ray.get``, even ``ray.wait``) lends its CPU to the next queued cell meanwhile."""
     os.chdir(cwd)
+    stop_requested = Path(stop).exists
 
     def run(command: list[str], log: Path) -> int | None:
+        if stop_requested():
+            return None
         with log.open("a") as out:
             proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        try:
-            while True:  # in slices: ray.cancel raises KeyboardInterrupt between bytecodes, never inside a wait
-                try:
-                    return proc.wait(timeout=1.0)
-                except subprocess.TimeoutExpired:
-                    pass
-        except KeyboardInterrupt:
-            proc.send_signal(signal.SIGTERM)
-            while proc.poll() is None:  # the driver cancels again until the task ends: wait out its checkpoint
-                try:
-                    proc.wait(timeout=1.0)
-                except (subprocess.TimeoutExpired, KeyboardInterrupt):
-                    pass
-            return None
+        while proc.poll() is None:
+            if stop_requested():
+                proc.send_signal(signal.SIGTERM)
+                proc.wait()
+                return None
+            time.sleep(1.0)
+        return proc.returncode
 
     return launch_cell(suite, spec, threads, run, address)
 
 
 CELL_RETRIES = 2
 """How often Ray retries a cell whose worker or node died (the retry resumes its checkpoint)."""
-CANCEL_AGAIN_SECONDS = 15.0
-"""After a stop request, how often the driver cancels the cells still running again."""
 
 
 def _run_on_ray(suite: Suite, todo: list[RunSpec], threads: int, env: dict, finished) -> None:
@@ -361,34 +361,32 @@ def _run_on_ray(suite: Suite, todo: list[RunSpec], threads: int, env: dict, fini
     ray = require_ray()
     cluster = ray.get_runtime_context().gcs_address  # population cells join this cluster
     task = ray.remote(max_retries=CELL_RETRIES)(ray_cell)
+    stop_file = (suite.runs_dir / f".stop-{uuid.uuid4().hex}").resolve()  # this driver's: never a stale one
     # a population cell's learners ask for their own CPUs: the cell holding some would starve them
     refs = {
         task.options(num_cpus=0 if is_population_cell(suite, spec) else threads).remote(
-            suite, spec, threads, env, os.getcwd(), cluster
+            suite, spec, threads, env, os.getcwd(), cluster, str(stop_file)
         ): spec
         for spec in todo
     }
-    cancelled_at = None
-    # SIGTERM too (docker stop, kill): Ray's own handler would exit at once
-    with StopRequest("suite: stopping the runs (each checkpoints), starting no new one", False) as stop:
-        while refs:
-            if stop.aborted:
-                raise KeyboardInterrupt
-            # again every CANCEL_AGAIN_SECONDS: a cancel that reaches a task as it starts can be lost
-            if stop.requested and (cancelled_at is None or time.monotonic() - cancelled_at > CANCEL_AGAIN_SECONDS):
-                cancelled_at = time.monotonic()
-                for ref in refs:
-                    ray.cancel(ref)
-            done, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
-            for ref in done:
-                spec = refs.pop(ref)
-                try:
-                    finished(spec, ray.get(ref))
-                except ray.exceptions.TaskCancelledError:
-                    finished(spec, "stopped")
-                except ray.exceptions.RayError as err:
-                    tqdm.write(f"suite {suite.name}: {spec.name}: {str(err).strip().splitlines()[-1]}")
-                    finished(spec, "failed")
+    try:
+        # SIGTERM too (docker stop, kill): Ray's own handler would exit at once
+        with StopRequest("suite: stopping the runs (each checkpoints), starting no new one", False) as stop:
+            while refs:
+                if stop.aborted:
+                    raise KeyboardInterrupt
+                if stop.requested and not stop_file.exists():
+                    stop_file.touch()
+                done, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
+                for ref in done:
+                    spec = refs.pop(ref)
+                    try:
+                        finished(spec, ray.get(ref))
+                    except ray.exceptions.RayError as err:
+                        tqdm.write(f"suite {suite.name}: {spec.name}: {str(err).strip().splitlines()[-1]}")
+                        finished(spec, "failed")
+    finally:
+        stop_file.unlink(missing_ok=True)
 
 
 def suite_status(suite: Suite) -> dict[str, Any]:

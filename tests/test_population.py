@@ -302,15 +302,19 @@ def test_a_suite_on_the_ray_backend_finishes_the_same_runs_as_the_local_backend(
 @needs_ray
 def test_ctrl_c_stops_a_suite_on_ray_with_a_checkpoint_in_every_run(tmp_path, start_cli):
     (tmp_path / "experiments").mkdir()
-    (tmp_path / "experiments" / "tiny.toml").write_text(RAY_SUITE.replace("1024", "1000000"))  # stopped long before
+    # 3 cells on 2 CPUs: the third waits for one, and must not start after the stop
+    suite = RAY_SUITE.replace("1024", "1000000").replace("seeds = [1, 2]", "seeds = [1, 2, 3]")  # stopped long before
+    (tmp_path / "experiments" / "tiny.toml").write_text(suite)
     proc = start_cli("suite", "run", "experiments/tiny.toml", "--backend", "ray")
-    runs = [tmp_path / "runs" / "tiny" / f"apo-cartpole-s{seed}" for seed in (1, 2)]
-    wait_for(lambda: all((run / "checkpoint.pt").exists() for run in runs), proc)
+    runs = [tmp_path / "runs" / "tiny" / f"apo-cartpole-s{seed}" for seed in (1, 2, 3)]
+    wait_for(lambda: sum((run / "checkpoint.pt").exists() for run in runs) == 2, proc)
     os.killpg(proc.pid, signal.SIGINT)
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == 0, output
-    assert "mario-apo: SIGINT: suite: stopping the runs" in output and "2 stopped" in output, output
-    for run in runs:  # each stopped after an update, with its checkpoint: none finished, none still training
+    assert "mario-apo: SIGINT: suite: stopping the runs" in output and "3 stopped" in output, output
+    started = [run for run in runs if (run / "checkpoint.pt").exists()]
+    assert len(started) == 2, output
+    for run in started:  # each stopped after an update, with its checkpoint: none finished, none still training
         assert not (run / "summary.json").exists() and lock_holder(run) is None
         assert torch.load(run / "checkpoint.pt", weights_only=True)["update"] >= 1
 
