@@ -169,7 +169,13 @@ def _compare(a: list[RunData], b: list[RunData], score) -> dict:
     point, b_low, b_high = (
         stats.paired_difference_ci(x, y, reps=PAIRED_REPS) if len(x) > 1 else (float((x - y).mean()), np.nan, np.nan)
     )
-    return {"n": len(x), "mean": point, "t95": [t_low, t_high], "bootstrap95": [b_low, b_high]}
+    return {
+        "n": len(x),
+        "mean": point,
+        "t95": [t_low, t_high],
+        "bootstrap95": [b_low, b_high],
+        "seeds_to_resolve": stats.seeds_to_resolve(x - y),
+    }
 
 
 def _verdict(difference: dict) -> str:
@@ -238,6 +244,8 @@ def write_report(suite: Suite, out_dir: Path | None = None) -> Path:
         lines += _overall(labels, baseline, scores, metrics, summary)
     if random_policy and len(labels) > 1 and len(tasks) > 1:
         lines += _ladder_figure(tasks, baseline, labels, summary, random_policy, out_dir, plt)
+    if tasks and len(labels) > 1:
+        lines += _verdict_section(tasks, runs, labels, summary, random_policy, metrics)
     summary["random_policy"] = {task: random_policy[task] for task in tasks if task in random_policy}
     summary["baseline"] = baseline
 
@@ -535,3 +543,42 @@ def _ladder_figure(tasks, baseline, labels, summary, random_policy, out_dir: Pat
         "![ladder](ladder.png)",
         "",
     ]
+
+
+def _verdict_section(tasks, runs, labels, summary, random_policy, metrics) -> list[str]:
+    """The comparisons on the headline metric in words, rarest rung first, with what an unresolved one
+    would cost to settle: the seeds its observed mean and spread call for, times a run's agent steps."""
+    rarity = {task: random_policy.get(task, {}).get("success_rate", np.inf) for task in tasks}
+    lines = [
+        f"## Verdict: {metrics['final_success'][0]} (paired by seed)",
+        "",
+        '"Higher" or "lower" where the t and the bootstrap intervals both exclude 0. "Seeds to resolve": how '
+        "many seeds the t-interval would need to exclude 0 if the per-seed differences kept the mean and "
+        "spread measured here.",
+        "",
+    ]
+    for task in sorted(tasks, key=rarity.get):
+        random_rate = f" (random policy {rarity[task]:.3f})" if np.isfinite(rarity[task]) else ""
+        lines.append(f"- **{task}**{random_rate}:")
+        for c in summary["tasks"][task]["comparisons"]:
+            if c["metric"] != "final_success":
+                continue
+            verdict = _verdict(c)
+            if verdict == "no detectable difference":
+                needed = c["seeds_to_resolve"]
+                verdict += f"; seeds to resolve: {needed:,}" if needed else "; the mean difference is 0"
+            t_interval = "" if np.isnan(c["t95"][0]) else " t 95% [{:+.3f}, {:+.3f}],".format(*c["t95"])
+            lines.append(f"  - {c['a']} - {c['b']}: {c['mean']:+.3f},{t_interval} n = {c['n']}: {verdict}.")
+    steps = [
+        r.steps[-1] + (r.final_eval["steps"] if r.final_eval else 0)
+        for task in tasks
+        for label in labels
+        for r in runs[(task, label)]
+    ]
+    lines += [
+        "",
+        f"A seed costs one run per algo and rung: here {np.mean(steps):,.0f} agent steps on average "
+        "(training and the final evaluation).",
+        "",
+    ]
+    return lines

@@ -105,6 +105,25 @@ def paired_t_ci(x: np.ndarray, y: np.ndarray, confidence: float = 0.95) -> tuple
     return point, point - float(half), point + float(half)
 
 
+def seeds_to_resolve(differences: np.ndarray, confidence: float = 0.95, most: int = 100_000) -> int | None:
+    """How many paired seeds the t-interval would need to exclude 0, were the per-seed differences'
+    mean and spread what these show: the budget to settle a difference that is still unresolved.
+    None where that cannot be said: fewer than 2 seeds, a mean of 0, or more than ``most`` seeds."""
+    from scipy import stats as scipy_stats
+
+    differences = np.asarray(differences, dtype=float)
+    point, spread = abs(differences.mean()), differences.std(ddof=1) if len(differences) > 1 else np.nan
+    if not point > 0 or np.isnan(spread):
+        return None
+    # t > z, so the normal approximation's n is a lower bound; t shrinks as n grows, so count up from it
+    n = max(2, int((1.959964 * spread / point) ** 2))
+    while n <= most:
+        if scipy_stats.t.ppf((1 + confidence) / 2, n - 1) * spread / np.sqrt(n) < point:
+            return n
+        n += 1
+    return None
+
+
 def bootstrap_band(curves: np.ndarray, reps: int = 1000, confidence: float = 0.95, seed: int = 0):
     """Mean curve and pointwise percentile-bootstrap band over seeds. ``curves``: (seeds, points)."""
     curves = np.asarray(curves, dtype=float)

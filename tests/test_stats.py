@@ -43,3 +43,13 @@ def test_paired_t_interval_matches_a_hand_computation():
     assert point == pytest.approx(0.1375)
     assert (low, high) == pytest.approx((0.1375 - half, 0.1375 + half))
     assert np.isnan(stats.paired_t_ci(x[:1], y[:1])[1])  # one pair: no interval
+
+
+def test_seeds_to_resolve_counts_the_seeds_a_t_interval_needs_to_exclude_zero():
+    differences = np.array([0.2, 0.05, 0.3, 0.0])  # mean 0.1375, sd 0.1376: the 4-seed interval includes 0
+    # t(0.975, 5) / sqrt(6) = 2.5706 / 2.4495 = 1.049 > mean / sd = 0.9992; t(0.975, 6) / sqrt(7) = 0.925 < it
+    assert stats.seeds_to_resolve(differences) == 7
+    assert stats.seeds_to_resolve(-differences) == 7
+    assert stats.seeds_to_resolve(np.array([0.1, -0.1])) is None  # no difference to resolve
+    assert stats.seeds_to_resolve(np.array([0.1])) is None  # one seed: no spread
+    assert stats.seeds_to_resolve(np.array([0.001, -0.0009]), most=1000) is None  # beyond any budget

@@ -143,6 +143,9 @@ def test_tiny_real_suite_runs_skips_resumes_and_reports(tmp_path, monkeypatch, c
     ]
     assert paired["n"] == 2 and paired["mean"] == pytest.approx(differences.mean())
     assert paired["t95"] == pytest.approx([differences.mean() - half, differences.mean() + half])
+    # the verdict section states the same difference in words
+    assert "## Verdict: final-policy success, sampled (paired by seed)" in report
+    assert f"  - apo - ppo: {differences.mean():+.3f}, t 95% [{differences.mean() - half:+.3f}," in report
 
     # the finished runs' logs pack into one archive from which the report regenerates
     assert main(["suite", "pack", str(path)]) == 0
