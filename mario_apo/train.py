@@ -255,17 +255,24 @@ class Trainer:
             rollout.behaviour_logprobs[step, envs_in_group] = logprobs_all
             rollout.logprobs[step, envs_in_group] = logprobs_all.gather(1, actions[:, None]).squeeze(1)
             rollout.values[step, envs_in_group] = values
-            self.envs.send(group, actions.numpy())
+            with self._env_worker_errors():
+                self.envs.send(group, actions.numpy())
+
+    @contextlib.contextmanager
+    def _env_worker_errors(self) -> Iterator[None]:
+        """A worker process that died or raised ends the run in one line, whether its pipe broke on
+        the send (BrokenPipeError) or on the receive (EOFError)."""
+        try:
+            yield
+        except Exception as err:
+            raise TrainingError(
+                f"an env worker failed at step {self.state.global_step}: {type(err).__name__}: {err}"
+            ) from err
 
     def _receive(self, step: int, group: int) -> None:
         """Wait for one env group's step at ``step`` and store its outcome."""
-        with self.timer("env"):
-            try:
-                self.next_obs[group], rewards, terminated, truncated, infos = self.envs.receive(group)
-            except Exception as err:  # a worker process died or raised
-                raise TrainingError(
-                    f"an env worker failed at step {self.state.global_step}: {type(err).__name__}: {err}"
-                ) from err
+        with self.timer("env"), self._env_worker_errors():
+            self.next_obs[group], rewards, terminated, truncated, infos = self.envs.receive(group)
         with self.timer("bookkeeping"):
             envs_in_group = self.envs.slices[group]
             self.state.global_step += len(rewards)
