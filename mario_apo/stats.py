@@ -115,10 +115,11 @@ def seeds_to_resolve(differences: np.ndarray, confidence: float = 0.95, most: in
     point, spread = abs(differences.mean()), differences.std(ddof=1) if len(differences) > 1 else np.nan
     if not point > 0 or np.isnan(spread):
         return None
+    quantile = (1 + confidence) / 2
     # t > z, so the normal approximation's n is a lower bound; t shrinks as n grows, so count up from it
-    n = max(2, int((1.959964 * spread / point) ** 2))
+    n = max(2, int((scipy_stats.norm.ppf(quantile) * spread / point) ** 2))
     while n <= most:
-        if scipy_stats.t.ppf((1 + confidence) / 2, n - 1) * spread / np.sqrt(n) < point:
+        if scipy_stats.t.ppf(quantile, n - 1) * spread / np.sqrt(n) < point:
             return n
         n += 1
     return None
