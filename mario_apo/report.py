@@ -26,6 +26,8 @@ WINDOWS = 20
 """Learning-curve windows per run: success rate among the episodes that ended in each."""
 PAIRED_REPS = 10_000
 LAST_EPISODES = 100
+DODGE = 1.08
+"""The ladder figure's sideways shift between algos, a factor on its log x axis."""
 DIAGNOSTICS = {
     "losses/entropy": "policy entropy",
     "anchor/p_best_entropy": "anchors' p_best entropy",
@@ -511,12 +513,16 @@ def _ladder_figure(tasks, baseline, labels, summary, random_policy, out_dir: Pat
     xs = np.array([max(random_policy[t]["success_rate"], floor) for t in rated])
     x_low = [max(random_policy[t].get("wilson_95", (x, x))[0], floor) for t, x in zip(rated, xs, strict=True)]
     x_high = [max(random_policy[t].get("wilson_95", (x, x))[1], floor) for t, x in zip(rated, xs, strict=True)]
-    for label in others:
+    for i, label in enumerate(others):
         diffs = [difference(t, label) for t in rated]
         points = np.array([d["mean"] for d in diffs])
         lows = np.array([d["bootstrap95"][0] for d in diffs])
         highs = np.array([d["bootstrap95"][1] for d in diffs])
-        ax.errorbar(xs, points, yerr=[points - lows, highs - points], xerr=[xs - x_low, np.array(x_high) - xs],
+        # Arms often tie (differences are multiples of 1/episodes): shift each sideways on the log axis so
+        # one arm's markers and bars don't hide another's; the whole bar moves with its marker.
+        dodge = DODGE ** (i - (len(others) - 1) / 2)
+        ax.errorbar(xs * dodge, points, yerr=[points - lows, highs - points],
+                    xerr=[(xs - x_low) * dodge, (np.array(x_high) - xs) * dodge],
                     fmt="o-", capsize=4, label=f"{label} - {baseline}")  # fmt: skip
     for x, task in zip(xs, rated, strict=True):
         ax.annotate(task.split(":", 2)[-1], (x, 0.0), textcoords="offset points", xytext=(4, -12), fontsize=8)
@@ -538,7 +544,9 @@ def _ladder_figure(tasks, baseline, labels, summary, random_policy, out_dir: Pat
         "",
         *rows,
         "",
-        f"Paired bootstrap 95% intervals. A random policy that never succeeded is drawn at {floor}.",
+        f"Paired bootstrap 95% intervals. A random policy that never succeeded is drawn at {floor}. In the "
+        f"figure each algo is shifted sideways by a factor {DODGE} per algo so tied points stay visible; the "
+        "rung's random success rate is the table's.",
         "",
         "![ladder](ladder.png)",
         "",

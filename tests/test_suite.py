@@ -265,3 +265,44 @@ def test_two_runners_share_a_suite_and_sigterm_stops_one_with_checkpoints(tmp_pa
     assert main(["suite", "status", str(path)]) == 0
     text = capsys.readouterr().out
     assert "2 interrupted, 2 pending" in text and "at step" in text
+
+
+def test_the_ladder_figure_tables_every_rung_rarest_first_and_keeps_tied_algos_apart(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mario_apo.report import DODGE, _ladder_figure
+
+    class KeepAxes:
+        """plt, keeping the figure's axes to read the drawn points back."""
+
+        def subplots(self, *args, **kwargs):
+            fig, self.ax = plt.subplots(*args, **kwargs)
+            return fig, self.ax
+
+    common, unsolved = "mario:1-1:goal:1144", "mario:1-1:goal:3000"
+
+    def difference(algo):  # apo and apo-success tie on both rungs
+        return {"a": algo, "b": "ppo", "metric": "final_success", "mean": 0.02, "bootstrap95": [-0.03, 0.07], "n": 5}
+
+    summary = {
+        "tasks": {task: {"comparisons": [difference("apo"), difference("apo-success")]} for task in (common, unsolved)}
+    }
+    random_policy = {
+        common: {"success_rate": 0.1, "wilson_95": [0.08, 0.12]},
+        unsolved: {"success_rate": 0.0, "wilson_95": [0.0, 0.004]},
+    }
+    keep = KeepAxes()
+    lines = _ladder_figure(
+        [common, unsolved], "ppo", ["ppo", "apo", "apo-success"], summary, random_policy, tmp_path, keep
+    )
+    assert [line for line in lines if line.startswith("| mario")] == [
+        f"| {unsolved} | 0.000 | 0.02 [-0.03, 0.07] (5) | 0.02 [-0.03, 0.07] (5) |",
+        f"| {common} | 0.100 | 0.02 [-0.03, 0.07] (5) | 0.02 [-0.03, 0.07] (5) |",
+    ]
+    assert (tmp_path / "ladder.png").stat().st_size > 1000
+    apo, apo_success = (line.get_xdata() for line in keep.ax.lines if line.get_marker() == "o")
+    np.testing.assert_allclose(apo_success / apo, DODGE)  # side by side, not on top of each other
+    np.testing.assert_allclose(np.sqrt(apo * apo_success), [1e-3, 0.1])  # centred on the rungs (unsolved: the floor)
