@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mario_apo import stats
 from mario_apo.calibrate import random_episodes
 from mario_apo.checkpoint import load_checkpoint
 from mario_apo.cli import main
@@ -306,3 +307,19 @@ def test_the_ladder_figure_tables_every_rung_rarest_first_and_keeps_tied_algos_a
     apo, apo_success = (line.get_xdata() for line in keep.ax.lines if line.get_marker() == "o")
     np.testing.assert_allclose(apo_success / apo, DODGE)  # side by side, not on top of each other
     np.testing.assert_allclose(np.sqrt(apo * apo_success), [1e-3, 0.1])  # centred on the rungs (unsolved: the floor)
+
+
+def test_a_verdict_needs_spread_between_seeds():
+    from mario_apo.report import _verdict
+
+    def difference(per_seed):
+        x = np.asarray(per_seed)
+        point, low, high = stats.paired_t_ci(x, np.zeros_like(x))
+        return {"mean": point, "t95": [low, high], "bootstrap95": list(stats.paired_difference_ci(x, 0 * x)[1:])}
+
+    # two seeds, each one success in a hundred ahead (0.01 up to rounding): both intervals are a point, no evidence
+    assert _verdict(difference([0.05 - 0.04, 0.03 - 0.02])).startswith(
+        "undecided: every seed differs by the same amount"
+    )
+    assert _verdict(difference([0.0, 0.0])) == "no detectable difference"
+    assert _verdict(difference([0.3, 0.32, 0.28, 0.31, 0.29])) == "higher (both intervals exclude 0)"
