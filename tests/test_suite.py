@@ -313,9 +313,9 @@ def test_a_verdict_needs_spread_between_seeds():
     from mario_apo.report import _verdict
 
     def difference(per_seed):
-        x = np.asarray(per_seed)
-        point, low, high = stats.paired_t_ci(x, np.zeros_like(x))
-        return {"mean": point, "t95": [low, high], "bootstrap95": list(stats.paired_difference_ci(x, 0 * x)[1:])}
+        x, zeros = np.asarray(per_seed), np.zeros(len(per_seed))
+        point, low, high = stats.paired_t_ci(x, zeros)
+        return {"mean": point, "t95": [low, high], "bootstrap95": list(stats.paired_difference_ci(x, zeros)[1:])}
 
     # two seeds, each one success in a hundred ahead (0.01 up to rounding): both intervals are a point, no evidence
     assert _verdict(difference([0.05 - 0.04, 0.03 - 0.02])).startswith(
