@@ -529,8 +529,6 @@ def _ladder_figure(tasks, baseline, labels, summary, random_policy, out_dir: Pat
         ax.errorbar(xs * dodge, points, yerr=[points - lows, highs - points],
                     xerr=[(xs - x_low) * dodge, (np.array(x_high) - xs) * dodge],
                     fmt="o-", capsize=4, label=f"{label} - {baseline}")  # fmt: skip
-    for x, task in zip(xs, rated, strict=True):
-        ax.annotate(task.split(":", 2)[-1], (x, 0.0), textcoords="offset points", xytext=(4, -12), fontsize=8)
     for task in rated:
         cells = [
             f"{format_ci(d['mean'], *d['bootstrap95'])} ({d['n']})" for d in (difference(task, lb) for lb in others)
@@ -538,6 +536,11 @@ def _ladder_figure(tasks, baseline, labels, summary, random_policy, out_dir: Pat
         rows.append(f"| {task} | {random_policy[task]['success_rate']:.3f} | " + " | ".join(cells) + " |")
     ax.axhline(0.0, color="grey", lw=1)
     ax.set_xscale("log")
+    # Rung names along the top edge, where no marker or bar can sit on them (set after the log scale,
+    # which would reset them to powers of ten).
+    rungs = ax.secondary_xaxis("top")
+    rungs.set_xticks(xs, [task.split(":", 2)[-1] for task in rated], fontsize=8)
+    rungs.minorticks_off()
     ax.set(
         title="Anchoring benefit vs goal rarity",
         xlabel="random-policy success rate (log; rarer to the left)",

@@ -307,6 +307,9 @@ def test_the_ladder_figure_tables_every_rung_rarest_first_and_keeps_tied_algos_a
     apo, apo_success = (line.get_xdata() for line in keep.ax.lines if line.get_marker() == "o")
     np.testing.assert_allclose(apo_success / apo, DODGE)  # side by side, not on top of each other
     np.testing.assert_allclose(np.sqrt(apo * apo_success), [1e-3, 0.1])  # centred on the rungs (unsolved: the floor)
+    (rungs,) = keep.ax.child_axes  # the rung names, along the top edge, each above its rung
+    np.testing.assert_allclose(rungs.get_xticks(), [1e-3, 0.1])
+    assert [tick.get_text() for tick in rungs.get_xticklabels()] == ["goal:3000", "goal:1144"]
 
 
 def test_a_verdict_needs_spread_between_seeds():
