@@ -300,11 +300,14 @@ def _task_heading(task: str, random_policy: dict, metrics: dict) -> list[str]:
             f"Uniform-random policy success rate: {rate['success_rate']:.3f} ({rate['episodes']} episodes{interval}).",
             "",
         ]
-    names = " | ".join(what for what, _ in metrics.values())
-    return lines + [
-        f"| algo | n | {names} | steps to first success (median; never) | forgot |",
-        "| --- | --- | " + "--- | " * len(metrics) + "--- | --- |",
-    ]
+    return lines + table_header(
+        ["algo", "n", *(what for what, _ in metrics.values()), "steps to first success (median; never)", "forgot"]
+    )
+
+
+def table_header(columns: list[str]) -> list[str]:
+    """A Markdown table's header and separator lines, so that the two always have as many cells."""
+    return ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
 
 
 def _algo_row(data: list[RunData], metrics: dict, edges: np.ndarray) -> dict:
@@ -339,8 +342,7 @@ def _per_run_table(task_runs: dict[str, list[RunData]], protocol: bool) -> list[
         "",
         "<details><summary>Per run: final-policy successes (Wilson 95%) and evaluation cost</summary>",
         "",
-        "| run | sampled | greedy | eval steps (not in the budget) |",
-        "| --- | --- | --- | --- |",
+        *table_header(["run", "sampled", "greedy", "eval steps (not in the budget)"]),
     ]
     for data in task_runs.values():
         for r in data:
@@ -362,8 +364,7 @@ def _comparison_table(comparisons: list[dict], metrics: dict) -> list[str]:
     lines = [
         "Paired differences (A - B, per seed):",
         "",
-        "| A - B | metric | n | mean | t 95% CI | bootstrap 95% CI | verdict |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        *table_header(["A - B", "metric", "n", "mean", "t 95% CI", "bootstrap 95% CI", "verdict"]),
     ]
     for c in comparisons:
         lines.append(
@@ -384,8 +385,7 @@ def _diagnostics_table(task_runs: dict[str, list[RunData]]) -> list[str]:
     """Policy entropy beside the anchors' own: an APO whose anchors are near-uniform early episodes
     regularises rather than anchors."""
     keys = [key for key in DIAGNOSTICS if any(key in r.diagnostics for data in task_runs.values() for r in data)]
-    lines = ["At the last update (mean over seeds):", "", "| algo | " + " | ".join(DIAGNOSTICS[k] for k in keys) + " |"]
-    lines.append("| --- | " + "--- | " * len(keys))
+    lines = ["At the last update (mean over seeds):", "", *table_header(["algo", *(DIAGNOSTICS[k] for k in keys)])]
     for label, data in task_runs.items():
         cells = []
         for key in keys:
@@ -448,8 +448,7 @@ def _overall(labels, baseline, scores, metrics, summary) -> list[str]:
         "",
         "IQM over all (task, seed) scores with 95% stratified bootstrap CIs; P(X > Y) as in rliable.",
         "",
-        "| algo | " + " | ".join(f"IQM {metrics[name][0]}" for name in names) + " |",
-        "| --- | " + "--- | " * len(names),
+        *table_header(["algo", *(f"IQM {metrics[name][0]}" for name in names)]),
     ]
     for label in labels:
         summary["overall"][label] = row = {f"iqm_{name}": stats.stratified_bootstrap_ci(scores[label][name], stats.iqm)
@@ -502,10 +501,7 @@ def _ladder_figure(tasks, baseline, labels, summary, random_policy, out_dir: Pat
     how often a uniform-random policy succeeds (its Wilson interval as horizontal bars)."""
     fig, ax = plt.subplots(figsize=(7, 4))
     others = [label for label in labels if label != baseline]
-    rows = [
-        "| task | random-policy success | " + " | ".join(f"{label} - {baseline} (n)" for label in others) + " |",
-        "| --- | --- | " + " | ".join("---" for _ in others) + " |",
-    ]
+    rows = table_header(["task", "random-policy success", *(f"{label} - {baseline} (n)" for label in others)])
 
     def difference(task: str, label: str) -> dict:
         return next(

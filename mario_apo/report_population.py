@@ -19,7 +19,7 @@ import numpy as np
 
 from mario_apo import stats
 from mario_apo.logger import read_metrics
-from mario_apo.report import format_ci, mean_ci
+from mario_apo.report import format_ci, mean_ci, table_header
 from mario_apo.suite import Suite, expand
 
 PAIRED_REPS = 10_000
@@ -86,9 +86,8 @@ def write_population_report(suite: Suite, out_dir: Path | None = None) -> Path:
         lines += [
             f"## {task}",
             "",
-            "| arm | learners | " + " | ".join(SCORES.values()) + " | populations that never succeeded |",
+            *table_header(["arm", "learners", *SCORES.values(), "populations that never succeeded"]),
         ]
-        lines += ["| --- " * (len(SCORES) + 3) + "|"]
         for label, populations in runs.items():
             arm = {
                 key: [p["first_success_score" if key == "first_success_step" else key] for p in populations]
@@ -103,10 +102,9 @@ def write_population_report(suite: Suite, out_dir: Path | None = None) -> Path:
             learners = populations[0]["learners"] if populations else 0
             lines.append(f"| {label} | {learners} | " + " | ".join(cols) + f" | {never} of {len(populations)} |")
         lines += ["", f"Paired by population seed, each arm minus `{baseline}`:", ""]
-        lines += [
-            "| comparison | score | n | mean difference, t 95% CI | mean difference, bootstrap 95% CI |",
-            "| --- | --- | --- | --- | --- |",
-        ]
+        lines += table_header(
+            ["comparison", "score", "n", "mean difference, t 95% CI", "mean difference, bootstrap 95% CI"]
+        )
         for label in labels[1:]:
             for key, name in SCORES.items():
                 x = np.array(task_summary["arms"][label][key], dtype=float)

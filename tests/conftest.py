@@ -129,6 +129,18 @@ def metric_steps(run_dir: Path) -> list[int]:
     return [json.loads(line)["global_step"] for line in (run_dir / "metrics.jsonl").open() if "charts/SPS" in line]
 
 
+def assert_tables_on_grid(markdown: str) -> None:
+    """Every table's rows, separator included, have as many cells as its header: none renders off the grid."""
+    tables = [[]]
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            tables[-1].append(line)
+        elif tables[-1]:
+            tables.append([])
+    for table in filter(None, tables):
+        assert all(line.endswith("|") and line.count("|") == table[0].count("|") for line in table), table
+
+
 def wandb_records(run_dir: Path) -> list:
     """The records of a run's offline W&B file, read back as W&B syncs them: the file is a LevelDB-style
     log (a 7-byte header, then records in 32 KiB blocks, split FIRST/MIDDLE/LAST across blocks) of

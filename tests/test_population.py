@@ -24,7 +24,7 @@ from mario_apo.population import AnchorHub
 from mario_apo.runs import lock_holder
 from mario_apo.seeding import SeedStreams
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, assert_tables_on_grid
 
 # 2 learners x 4,096 CartPole steps (16 updates of 8 envs x 32 steps): episodes of every length end
 # in every update, so the hub's top K changes often and draws from both learners.
@@ -369,7 +369,9 @@ def test_a_population_suite_runs_reports_and_packs_its_learners(tmp_path, monkey
         assert summary["tasks"]["cartpole"]["arms"][label]["mean_final_success"] == pytest.approx(by_hand)
     comparison = summary["tasks"]["cartpole"]["comparisons"][0]
     assert (comparison["a"], comparison["b"], comparison["n"]) == ("shared", "independent", 2)
-    assert "| shared - independent |" in Path("experiments/results/pops/report.md").read_text()
+    report = Path("experiments/results/pops/report.md").read_text()
+    assert "| shared - independent |" in report
+    assert_tables_on_grid(report)
     assert main(["suite", "pack", "experiments/pops.toml"]) == 0
     with tarfile.open("experiments/results/pops/finished-runs.tar.gz") as tar:
         names = set(tar.getnames())

@@ -27,7 +27,7 @@ from mario_apo.runs import RunLock, lock_holder
 from mario_apo.suite import expand, load_suite, measure_random_policies, run_state, train_command
 from mario_apo.tasks import parse_task
 
-from conftest import assert_one_line_error, wandb_records
+from conftest import assert_one_line_error, assert_tables_on_grid, wandb_records
 
 TINY = """
 name = "tiny"
@@ -129,6 +129,7 @@ def test_tiny_real_suite_runs_skips_resumes_and_reports(tmp_path, monkeypatch, c
     for text in ("## cartpole", "final-policy success, sampled", "Per run", "IQM", "P(apo > ppo)", "| apo - ppo |"):
         assert text in report, text
     assert "n = 2 < 10: these intervals are approximate" in report and "Pre-protocol" not in report
+    assert_tables_on_grid(report)
     assert (out / "curves-cartpole.png").stat().st_size > 1000 and (out / "episodes-cartpole.png").exists()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["tasks"]["cartpole"]["algos"]["ppo"]["n"] == 2 and summary["missing_runs"] == []
