@@ -45,6 +45,7 @@ from mario_apo.ppo import EpisodeEnd, Rollout
 from mario_apo.replay import replay
 from mario_apo.tasks import Task
 from mario_apo.video import VideoWriter
+from models.actor_critic import model_device
 
 ObsTransform = Callable[[np.ndarray], np.ndarray]
 
@@ -350,9 +351,9 @@ class Anchoring(NoAnchoring):
     def _record_rollout(self, rollout: Rollout, update: int) -> list[Anchor]:
         """The buffer records the rollout; the episodes it admitted."""
         return self.buffer.record_rollout(
-            rollout.raw_obs.numpy(),
-            rollout.behaviour_logprobs.numpy(),
-            rollout.actions.numpy(),
+            rollout.raw_obs.cpu().numpy(),
+            rollout.behaviour_logprobs.cpu().numpy(),
+            rollout.actions.cpu().numpy(),
             rollout.episodes,
             update,
         )
@@ -361,8 +362,9 @@ class Anchoring(NoAnchoring):
         if not self.buffer or self.beta == 0:
             return 0.0  # nothing computed: the update stays bit-for-bit PPO's
         anchor_obs, best_logprobs = self.buffer.sample(self.cfg.anchor_batch)
-        logits, _ = model(torch.from_numpy(self.obs_transform(anchor_obs)))
-        terms["anchor/kl"] = anchor_kl(torch.from_numpy(best_logprobs), logits, self.cfg.anchor_kl)
+        device = model_device(model)
+        logits, _ = model(torch.from_numpy(self.obs_transform(anchor_obs)).to(device))
+        terms["anchor/kl"] = anchor_kl(torch.from_numpy(best_logprobs).to(device), logits, self.cfg.anchor_kl)
         return self.beta * terms["anchor/kl"]
 
     def metrics(self, update: int) -> dict[str, float]:

@@ -6,13 +6,19 @@ steps/s of the vector env for several sizes. Bars:
 
 - wrapped single env >= 0.9 x (raw frames/s / frame skip)
 - best vector env    >= 0.8 x cores x wrapped single env
+
+``bench train``: our trainer's agent steps/s on Mario at each ``--num-envs`` on one device, and
+where the time went (env, inference, learn, ...); APO against our PPO; against Stable-Baselines3
+(``mario_apo.bench_sb3``, which also holds ``bench parity``). ``bench population``: a shared-anchor
+population against independent runs. Every job runs in a fresh process of its own.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import platform
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +26,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from mario_apo.bench_jobs import first_solved, machine_record, quiet_run_config, run_jobs
 from mario_apo.config import EnvConfig
-from mario_apo.tasks import Task, make_env, make_vec_env, parse_task
+from mario_apo.logger import read_metrics
+from mario_apo.runs import create_run
+from mario_apo.tasks import Task, make_env, make_vec_env
+from mario_apo.train import train
 from wrappers.mario import SuperMarioBrosEnv, action_bytes
 
 SINGLE_ENV_BAR = 0.9
@@ -119,11 +129,7 @@ def bench_env(task: Task, cfg: EnvConfig, num_envs: list[int], seconds: float, s
         "task": task.name,
         "frame_skip": cfg.frame_skip,
         "seconds_per_measurement": seconds,
-        "machine": {
-            "cores": cores,
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-        },
+        "machine": machine_record(),
         "raw_emulator_frames_per_s": raw_fps,
         "wrapped_env_steps_per_s": single_sps,
         "vector_env_steps_per_s": {str(n): sps for n, sps in vector_sps.items()},
@@ -160,413 +166,110 @@ def format_env_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_json(result: dict, path: str) -> None:
-    with open(path, "w") as out:
-        json.dump(result, out, indent=2)
+# ---- bench train: our trainer's throughput, per env count, and where its time goes ----------------
 
-
-# ---- bench train: our PPO and APO vs Stable-Baselines3 PPO ------------------------------------
-
-TRAIN_SPS_BAR = 1.3  # ours >= 1.3 x SB3 on Mario
 APO_SPS_BAR = 0.9  # APO >= 0.9 x our PPO
-CARTPOLE_SOLVED = 475.0
+STAGES = ("env", "inference", "learn", "bookkeeping", "anchors")
+"""The trainer's stages (``perf/<stage>_fraction``): waiting on the env workers, the policy's forward
+passes while acting, GAE and the minibatch epochs, per-step bookkeeping, APO's recording."""
 
 
-class TreeMemory:
-    """Samples the resident memory of this process plus all its descendants (env workers,
-    forkservers) every ``interval`` seconds in a thread; keeps the peak."""
-
-    def __init__(self, interval: float = 0.25):
-        import threading
-
-        self.interval, self.peak_mb = interval, 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        import psutil
-
-        me = psutil.Process()
-        while not self._stop.wait(self.interval):
-            total = 0
-            for proc in [me, *me.children(recursive=True)]:
-                try:
-                    total += proc.memory_info().rss
-                except psutil.Error:  # a worker exited between listing and reading
-                    pass
-            self.peak_mb = max(self.peak_mb, total / 2**20)
-
-    def __enter__(self) -> TreeMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def _ours_job(job: dict) -> dict:
-    import tempfile
-    from pathlib import Path
-
-    from mario_apo.config import RunConfig, ppo_defaults
-    from mario_apo.runs import create_run
-    from mario_apo.train import train
-
-    task = parse_task(job["task"])
-    ppo = ppo_defaults(task.family)
-    ppo.total_steps = job["total_steps"]
-    cfg = RunConfig(algo=job["algo"], task=task.name, seed=job["seed"], ppo=ppo)
-    cfg.log.wandb, cfg.log.progress, cfg.log.checkpoint_every = "disabled", False, 10**9
-    cfg.log.eval_every = job.get("eval_every", 0)
+def ours_job(job: dict) -> dict:
+    """Train our PPO or APO for the job's steps; SPS over the training time (evaluations left out),
+    and the share of each stage in the last update's running totals."""
+    settings = {"eval_every": job.get("eval_every", 0), "device": job.get("device", "auto")}
+    if "num_envs" in job:
+        settings["num_envs"] = job["num_envs"]
     with tempfile.TemporaryDirectory() as tmp:
-        cfg.log.run_dir = tmp
+        cfg = quiet_run_config(job, tmp, **settings)
         start = time.perf_counter()
         train(cfg, create_run(cfg))
         wall = time.perf_counter() - start
-        if cfg.log.eval_every:
-            metrics = [json.loads(line) for line in (Path(tmp) / cfg.log.name / "metrics.jsonl").open()]
-            evals = [m for m in metrics if "eval/mean_return" in m]
-            wall -= sum(m["eval/seconds"] for m in evals)  # as for SB3: training time only
-        result = {"wall_s": wall, "sps": ppo.num_updates * ppo.batch_size / wall}
-        if cfg.log.eval_every:
-            result.update(_first_solved(evals, "charts/train_seconds"))
+        metrics = list(read_metrics(Path(tmp) / cfg.log.name / "metrics.jsonl"))
+    updates = [m for m in metrics if "charts/SPS" in m]
+    evals = [m for m in metrics if "eval/mean_return" in m]
+    wall -= sum(m["eval/seconds"] for m in evals)  # as for SB3: training time only
+    steps = cfg.ppo.num_updates * cfg.ppo.batch_size
+    result = {"wall_s": wall, "sps": steps / wall, "num_envs": cfg.ppo.num_envs}
+    result["stages"] = {stage: updates[-1].get(f"perf/{stage}_fraction", 0.0) for stage in STAGES}
+    # the learner's share of wall time: what a faster device can shrink (the env stage is the emulator's)
+    result["learner_fraction"] = result["stages"]["inference"] + result["stages"]["learn"]
+    if cfg.log.eval_every:
+        result.update(first_solved(evals, "charts/train_seconds"))
     return result
 
 
-def _first_solved(evals: list[dict], seconds_key: str) -> dict:
-    """Training seconds and steps at the first evaluation with mean return >= 475."""
-    for record in evals:
-        if record["eval/mean_return"] >= CARTPOLE_SOLVED:
-            return {"solved_s": record[seconds_key], "solved_step": record["global_step"]}
-    return {
-        "solved_s": None,
-        "solved_step": None,
-        "best_eval": max((r["eval/mean_return"] for r in evals), default=None),
-    }
+def bench_train(
+    mario_steps: int,
+    cartpole_steps: int,
+    seed: int,
+    num_envs: list[int],
+    device: str = "auto",
+    skip_cartpole: bool = False,
+    skip_sb3: bool = False,
+) -> dict:
+    """Mario 1-1 SPS of our PPO at each of ``num_envs`` on ``device`` with its stage breakdown; APO and
+    (unless ``skip_sb3``) Stable-Baselines3 at the first env count; CartPole time to solved."""
+    ours = {"run": "mario_apo.bench:ours_job", "impl": "ours"}
+    mario = {"task": "mario:1-1:dense", "total_steps": mario_steps, "seed": seed, "device": device}
+    jobs = [{**ours, "algo": "ppo", **mario, "num_envs": n} for n in num_envs]
+    jobs.append({**ours, "algo": "apo", **mario, "num_envs": num_envs[0]})
+    cartpole = {"task": "cartpole", "total_steps": cartpole_steps, "seed": seed, "device": device}
+    if not skip_cartpole:  # evaluated every 10 rollouts (2,560 steps at the zoo's 8 x 32)
+        jobs.append({**ours, "algo": "ppo", **cartpole, "eval_every": 10})
+    if not skip_sb3:
+        from mario_apo.bench_sb3 import sb3_train_jobs
 
-
-def _sb3_ppo(task: Task, envs, seed: int):
-    """Stable-Baselines3's PPO with our family's hyper-parameters (for CartPole and MountainCar: rl-zoo's)."""
-    from stable_baselines3 import PPO
-
-    from mario_apo.config import ppo_defaults
-
-    ppo = ppo_defaults(task.family)
-
-    def linear(value):
-        return lambda remaining: remaining * value
-
-    return PPO(
-        "CnnPolicy" if task.is_mario else "MlpPolicy",
-        envs,
-        n_steps=ppo.num_steps,
-        batch_size=ppo.minibatch_size,
-        n_epochs=ppo.update_epochs,
-        learning_rate=linear(ppo.learning_rate) if ppo.anneal_lr else ppo.learning_rate,
-        clip_range=linear(ppo.clip_coef) if ppo.anneal_clip else ppo.clip_coef,
-        gamma=ppo.gamma,
-        gae_lambda=ppo.gae_lambda,
-        ent_coef=ppo.ent_coef,
-        vf_coef=0.5,  # SB3's value loss is the MSE; ours is 0.5 x MSE with vf_coef 1 where zoo has 0.5
-        max_grad_norm=ppo.max_grad_norm,
-        seed=seed,
-        device="cpu",
-        verbose=0,
-    )
-
-
-def _sb3_job(job: dict) -> dict:
-    """Stable-Baselines3 PPO with the same hyper-parameters (Mario) or its zoo settings (CartPole)."""
-    import functools
-
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.evaluation import evaluate_policy
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
-
-    from mario_apo.config import ppo_defaults
-
-    task = parse_task(job["task"])
-    ppo = ppo_defaults(task.family)
-    env_fn = functools.partial(make_env, task, EnvConfig())
-    start = time.perf_counter()
-    vec = SubprocVecEnv if task.is_mario else DummyVecEnv
-    envs = vec([env_fn] * ppo.num_envs)
-    model = _sb3_ppo(task, envs, job["seed"])
-
-    class EvalEvery(BaseCallback):
-        """Greedy evaluation every ``eval_every`` rollouts, its time kept out of the training time."""
-
-        def __init__(self):
-            super().__init__()
-            self.rollouts, self.eval_seconds, self.evals = 0, 0.0, []
-
-        def _on_step(self) -> bool:
-            return True
-
-        def _on_rollout_end(self) -> None:
-            self.rollouts += 1
-            if job.get("eval_every") and self.rollouts % job["eval_every"] == 0:
-                t0 = time.perf_counter()
-                mean, _ = evaluate_policy(self.model, DummyVecEnv([env_fn]), n_eval_episodes=10, deterministic=True)
-                self.eval_seconds += time.perf_counter() - t0
-                self.evals.append(
-                    {
-                        "eval/mean_return": mean,
-                        "global_step": self.num_timesteps,
-                        "train_s": time.perf_counter() - start - self.eval_seconds,
-                    }
-                )
-
-    callback = EvalEvery()
-    model.learn(total_timesteps=job["total_steps"], callback=callback)
-    envs.close()
-    wall = time.perf_counter() - start - callback.eval_seconds
-    result = {"wall_s": wall, "sps": model.num_timesteps / wall}
-    if job.get("eval_every"):
-        result.update(_first_solved(callback.evals, "train_s"))
-    return result
-
-
-def _parity_job(job: dict) -> dict:
-    """Train one implementation's PPO on a classic task with the family's (rl-zoo's) settings, then
-    evaluate its final policy with our ``evaluate`` on the same episode seeds for both implementations."""
-    import functools
-    import tempfile
-    from pathlib import Path
-
-    import torch
-
-    from mario_apo.checkpoint import load_checkpoint
-    from mario_apo.config import RunConfig, ppo_defaults
-    from mario_apo.evaluate import evaluate, policy_from_checkpoint
-    from mario_apo.runs import create_run
-    from mario_apo.train import train
-
-    task = parse_task(job["task"])
-    ppo = ppo_defaults(task.family)
-    ppo.total_steps = job["total_steps"]
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        if job["impl"] == "ours":
-            cfg = RunConfig(algo="ppo", task=task.name, seed=job["seed"], ppo=ppo)
-            cfg.log.run_dir, cfg.log.wandb, cfg.log.progress, cfg.log.checkpoint_every = tmp, "disabled", False, 10**9
-            cfg.log.final_eval_episodes = cfg.log.final_eval_greedy = 0  # both implementations get the same eval below
-            run_dir = create_run(cfg)
-            train(cfg, run_dir)
-            model, obs_transform = policy_from_checkpoint(cfg, load_checkpoint(run_dir / "checkpoint.pt"), Path(tmp))
-        else:
-            from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
-
-            envs = DummyVecEnv([functools.partial(make_env, task, EnvConfig())] * ppo.num_envs)
-            if ppo.norm_obs or ppo.norm_reward:
-                envs = VecNormalize(envs, norm_obs=ppo.norm_obs, norm_reward=ppo.norm_reward, gamma=ppo.gamma)
-            sb3 = _sb3_ppo(task, envs, job["seed"])
-            sb3.learn(total_timesteps=ppo.total_steps)
-            model = _SB3Policy(sb3.policy)
-            obs_transform = envs.normalize_obs if isinstance(envs, VecNormalize) else None
-    train_s = time.perf_counter() - start
-    result = {"train_s": train_s}
-    with torch.inference_mode():
-        for policy, episodes, greedy in (("sampled", job["episodes"], False), ("greedy", job["greedy_episodes"], True)):
-            outcome = evaluate(
-                model, task, EnvConfig(), episodes, greedy, seed=job["eval_seed"], obs_transform=obs_transform
-            )
-            result[f"{policy}_success"] = outcome["success_rate"]
-            result[f"{policy}_return"] = outcome["mean_return"]
-    return result
-
-
-class _SB3Policy:
-    """SB3's policy as our ``(logits, value)`` model, so that one evaluation code judges both."""
-
-    def __init__(self, policy):
-        self.policy = policy
-
-    def __call__(self, obs):
-        obs = obs.float()
-        return self.policy.get_distribution(obs).distribution.logits, self.policy.predict_values(obs).squeeze(-1)
-
-
-def run_job(job: dict) -> dict:
-    """One benchmark job, in this (fresh) process; adds its peak memory."""
-    import resource
-
-    import torch
-
-    torch.manual_seed(job["seed"])
-    with TreeMemory() as memory:
-        if job.get("bench") == "parity":
-            result = _parity_job(job)
-        else:
-            result = (_sb3_job if job["impl"] == "sb3" else _ours_job)(job)
-    learner_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {**job, **result, "learner_peak_rss_mb": learner_mb, "tree_peak_rss_mb": memory.peak_mb}
-
-
-def _run_in_subprocess(job: dict) -> dict:
-    """Each job in its own process: clean peak-RSS numbers, no state shared between jobs."""
-    import subprocess
-    import sys
-
-    env = dict(os.environ)
-    if job.get("omp_default"):
-        # An empty value leaves OpenMP at its own default (busy-waiting), as SB3 runs out of the box.
-        env["OMP_WAIT_POLICY"] = ""
-    proc = subprocess.run(
-        [sys.executable, "-m", "mario_apo.bench", json.dumps(job)], capture_output=True, text=True, env=env
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"benchmark job {job} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def run_jobs(jobs: list[dict], what: str) -> list[dict]:
-    """Each job in its own fresh process, one after another (so none competes with another for cores)."""
-    results = []
-    with tqdm(total=len(jobs), desc=what, unit="job") as progress:
-        for job in jobs:
-            progress.set_postfix_str(f"{job['impl']} {job['algo']} {job['task']} s{job['seed']}")
-            results.append(_run_in_subprocess(job))
-            progress.update()
-    return results
-
-
-def bench_train(mario_steps: int, cartpole_steps: int, seed: int, skip_cartpole: bool = False) -> dict:
-    """Mario 1-1 SPS for ours (PPO, APO) and SB3 PPO, and CartPole time-to-solved; one invocation."""
-    jobs = [
-        {"impl": "ours", "algo": "ppo", "task": "mario:1-1", "total_steps": mario_steps, "seed": seed},
-        {"impl": "ours", "algo": "apo", "task": "mario:1-1", "total_steps": mario_steps, "seed": seed},
-        # SB3 with the same OpenMP setting as ours, and as it runs out of the box
-        {"impl": "sb3", "algo": "ppo", "task": "mario:1-1", "total_steps": mario_steps, "seed": seed},
-        {
-            "impl": "sb3",
-            "algo": "ppo",
-            "task": "mario:1-1",
-            "total_steps": mario_steps,
-            "seed": seed,
-            "omp_default": True,
-        },
-    ]
-    if not skip_cartpole:
-        # evaluate every 10 rollouts (2,560 steps at the zoo's 8 x 32)
-        jobs += [
-            {
-                "impl": "ours",
-                "algo": "ppo",
-                "task": "cartpole",
-                "total_steps": cartpole_steps,
-                "seed": seed,
-                "eval_every": 10,
-            },
-            {
-                "impl": "sb3",
-                "algo": "ppo",
-                "task": "cartpole",
-                "total_steps": cartpole_steps,
-                "seed": seed,
-                "eval_every": 10,
-            },
-        ]
+        jobs += sb3_train_jobs(mario | {"num_envs": num_envs[0]}, None if skip_cartpole else cartpole)
     results = run_jobs(jobs, "bench train")
-    by_key = {(r["impl"], r["algo"], r["task"], bool(r.get("omp_default"))): r for r in results}
-    ours_ppo, ours_apo = by_key["ours", "ppo", "mario:1-1", False], by_key["ours", "apo", "mario:1-1", False]
-    sb3, sb3_default = by_key["sb3", "ppo", "mario:1-1", False], by_key["sb3", "ppo", "mario:1-1", True]
-    bars = {
-        "ours_ppo_vs_sb3": {"ratio": ours_ppo["sps"] / sb3["sps"], "bar": TRAIN_SPS_BAR},
-        "ours_ppo_vs_sb3_out_of_box": {"ratio": ours_ppo["sps"] / sb3_default["sps"], "bar": TRAIN_SPS_BAR},
-        "ours_apo_vs_ours_ppo": {"ratio": ours_apo["sps"] / ours_ppo["sps"], "bar": APO_SPS_BAR},
-    }
+    by_envs = {r["num_envs"]: r for r in results if (r["impl"], r["algo"], r["task"]) == ("ours", "ppo", mario["task"])}
+    ours_apo = next(r for r in results if r["impl"] == "ours" and r["algo"] == "apo")
+    bars = {"ours_apo_vs_ours_ppo": {"ratio": ours_apo["sps"] / by_envs[num_envs[0]]["sps"], "bar": APO_SPS_BAR}}
+    if not skip_sb3:
+        from mario_apo.bench_sb3 import sb3_bars
+
+        bars.update(sb3_bars(by_envs[num_envs[0]], results))
     for bar in bars.values():
         bar["met"] = bar["ratio"] >= bar["bar"]
     return {
-        "machine": {
-            "cores": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-        },
+        "machine": machine_record(device),
         "mario_steps": mario_steps,
-        "hyper_parameters": "8 envs x 128 steps, minibatch 256, 4 epochs, lr 2.5e-4, clip 0.1, ent 0.01",
+        "num_envs": num_envs,
+        "hyper_parameters": "N envs x 128 steps, 4 minibatches, 4 epochs, lr 2.5e-4, clip 0.1, ent 0.01",
         "jobs": results,
         "bars": bars,
     }
 
 
 def format_train_table(result: dict) -> str:
+    machine = result["machine"]
     lines = [
-        f"bench train: {result['machine']['cores']} cores; "
+        f"bench train: {machine['cores']} cores, {machine['device']} ({machine['device_name']}); "
         f"Mario 1-1 for {result['mario_steps']} steps ({result['hyper_parameters']})"
     ]
-    lines.append(f"  {'job':<42}{'SPS':>8}{'wall s':>9}{'learner MB':>12}{'all procs MB':>14}   CartPole eval>=475")
+    stages = "".join(f"{stage:>8}" for stage in ("env", "infer", "learn"))
+    lines.append(f"  {'job':<40}{'SPS':>7}{'wall s':>8}{'MB learner':>11}{'MB all':>8}{stages}   CartPole eval>=475")
     for r in result["jobs"]:
         solved = ""
         if "solved_s" in r:
             solved = (
                 "not reached" if r["solved_s"] is None else f"{r['solved_s']:.1f} s train time, step {r['solved_step']}"
             )
-        name = f"{r['impl']} {r['algo']} {r['task']}" + (" (omp default)" if r.get("omp_default") else "")
+        name = f"{r['impl']} {r['algo']} {r['task']}" + (f" N={r['num_envs']}" if "num_envs" in r else "")
+        name += " (omp default)" if r.get("omp_default") else ""
+        shares = "".join(f"{r['stages'][stage]:8.0%}" for stage in ("env", "inference", "learn") if "stages" in r)
         lines.append(
-            f"  {name:<42}{r['sps']:8.0f}{r['wall_s']:9.1f}"
-            f"{r['learner_peak_rss_mb']:12.0f}{r['tree_peak_rss_mb']:14.0f}   {solved}"
+            f"  {name:<40}{r['sps']:7.0f}{r['wall_s']:8.1f}"
+            f"{r['learner_peak_rss_mb']:11.0f}{r['tree_peak_rss_mb']:8.0f}{shares:<24}   {solved}".rstrip()
         )
     for name, bar in result["bars"].items():
         lines.append(
-            f"  bar {name:<38} ratio {bar['ratio']:.2f} (>= {bar['bar']}): {'met' if bar['met'] else 'MISSED'}"
+            f"  bar {name:<36} ratio {bar['ratio']:.2f} (>= {bar['bar']}): {'met' if bar['met'] else 'MISSED'}"
         )
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    import sys
-
-    print(json.dumps(run_job(json.loads(sys.argv[1]))))
-
-
-def bench_parity(steps: dict[str, int], seeds: list[int], episodes: int, greedy_episodes: int) -> dict:
-    """Our PPO vs Stable-Baselines3's PPO, identical rl-zoo settings (normalisation included), per task and
-    seed; final-policy success, paired by seed. Bar: ours is not worse (the paired CI reaches 0 or above)."""
-    from mario_apo import stats
-
-    jobs = [
-        {"bench": "parity", "impl": impl, "algo": "ppo", "task": task, "seed": seed, "total_steps": total,
-         "episodes": episodes, "greedy_episodes": greedy_episodes, "eval_seed": 100_000 + seed}
-        for task, total in steps.items() for seed in seeds for impl in ("ours", "sb3")
-    ]  # fmt: skip
-    results = run_jobs(jobs, "bench parity")
-    tasks = {}
-    for task, total in steps.items():
-        row = {"total_steps": total, "seeds": seeds}
-        for policy in ("sampled", "greedy"):
-            ours, sb3 = ([r[f"{policy}_success"] for r in results if (r["task"], r["impl"]) == (task, impl)]
-                         for impl in ("ours", "sb3"))  # fmt: skip
-            difference = stats.paired_difference_ci(ours, sb3)
-            row[policy] = {"ours": ours, "sb3": sb3, "ours_minus_sb3": difference, "n": len(seeds)}
-        row["met"] = row["sampled"]["ours_minus_sb3"][2] >= 0  # the interval includes or exceeds 0
-        tasks[task] = row
-    return {
-        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
-        "episodes": {"sampled": episodes, "greedy": greedy_episodes},
-        "jobs": results,
-        "tasks": tasks,
-    }
-
-
-def format_parity_table(result: dict) -> str:
-    episodes = result["episodes"]
-    lines = [
-        f"bench parity: final-policy success, {episodes['sampled']} sampled and {episodes['greedy']} greedy "
-        "episodes per run; ours - SB3 paired by seed, 95% bootstrap CI"
-    ]
-    for task, row in result["tasks"].items():
-        for policy in ("sampled", "greedy"):
-            cell = row[policy]
-            mean, low, high = cell["ours_minus_sb3"]
-            lines.append(
-                f"  {task:<12} {policy:<8} ours {np.mean(cell['ours']):.2f}  SB3 {np.mean(cell['sb3']):.2f}  "
-                f"ours - SB3 {mean:+.2f} [{low:+.2f}, {high:+.2f}] (n={cell['n']})"
-            )
-        lines.append(f"  bar {task}: ours not worse than SB3: {'met' if row['met'] else 'MISSED'}")
-    return "\n".join(lines)
+# ---- bench population: a shared-anchor population vs independent runs --------------------------------
 
 
 def bench_population(task: str, steps: int, seed: int, out_dir: Path) -> dict:
@@ -575,11 +278,6 @@ def bench_population(task: str, steps: int, seed: int, out_dir: Path) -> dict:
     round trips, the anchors pulled). Each side's SPS is the sum over its two learners of their
     agent steps per second of training time (``charts/train_seconds``: every stage of an update,
     the hub sync included; Ray's start and the final evaluation are not)."""
-    import subprocess
-    import sys
-
-    from mario_apo.logger import read_metrics
-
     cores = os.cpu_count() or 1
     common = ["train", "--algo", "apo", "--task", task, "--total-steps", str(steps), "--seed", str(seed)]
     common += ["--wandb", "disabled", "--no-progress", "--final-eval-episodes", "0", "--final-eval-greedy", "0"]
@@ -591,7 +289,7 @@ def bench_population(task: str, steps: int, seed: int, out_dir: Path) -> dict:
         ],
         "shared": [[*common, "--learners", "2", "--share-anchors", "--name", "shared"]],
     }
-    result: dict = {"machine": {"cores": cores, "python": platform.python_version()}, "task": task, "steps": steps}
+    result: dict = {"machine": machine_record(), "task": task, "steps": steps}
     for side, commands in tqdm(sides.items(), desc="bench population", unit="side"):
         procs = [
             subprocess.Popen(

@@ -14,6 +14,7 @@ import sys
 
 from mario_apo import __version__
 from mario_apo.calibrate import DEFAULT_TARGETS
+from mario_apo.device import DEVICE_FORMS, check_device_spec, resolve_device
 from mario_apo.errors import TrainingError, UsageError
 from mario_apo.flags import (
     Parser,
@@ -22,6 +23,7 @@ from mario_apo.flags import (
     check_rollout_fits,
     env_config,
     fraction_list,
+    non_negative_float,
     positive_int,
     positive_int_list,
     requested_task,
@@ -76,11 +78,25 @@ def _add_bench_commands(commands: argparse._SubParsersAction) -> None:
     env.add_argument("--json", default="bench-env.json", help="where to write the JSON result. Default: bench-env.json")
     add_env_flags(env)
     train_bench = benches.add_parser(
-        "train", help="our PPO and APO vs Stable-Baselines3 PPO: Mario SPS, CartPole time to eval >= 475, peak RSS"
+        "train",
+        help="our trainer's Mario SPS per env count and device, where the time goes (env, inference, learn); "
+        "APO and Stable-Baselines3 PPO beside it; CartPole time to eval >= 475; peak RSS",
     )
     train_bench.add_argument(
-        "--mario-steps", type=positive_int, default=10240, help="agent steps per Mario job. Default: 10240 (10 updates)"
+        "--mario-steps",
+        type=positive_int,
+        default=10240,
+        help="agent steps per Mario job (at least one rollout, N x 128). Default: 10240",
     )
+    train_bench.add_argument(
+        "--num-envs",
+        type=positive_int_list,
+        default=[8],
+        help="comma-separated env counts (env worker processes) for our PPO on Mario; APO and SB3 run at the "
+        "first. Default: 8",
+    )
+    train_bench.add_argument("--device", default="auto", help=f"where the learners run: {DEVICE_FORMS}. Default: auto")
+    train_bench.add_argument("--skip-sb3", action="store_true", help="only our jobs (no Stable-Baselines3 needed)")
     train_bench.add_argument(
         "--cartpole-steps", type=positive_int, default=100_000, help="steps per CartPole job. Default: 100000"
     )
@@ -164,6 +180,7 @@ def _add_eval_command(commands: argparse._SubParsersAction) -> None:
     evaluation.add_argument("--seed", type=int, default=0, help="seed of the eval envs and sampling. Default: 0")
     evaluation.add_argument("--video", help="record the first episode (of the first level) to this .mp4 or .gif")
     evaluation.add_argument("--json", help="where to write the results. Default: <run_dir>/eval.json")
+    evaluation.add_argument("--device", default="auto", help=f"where the policy runs: {DEVICE_FORMS}. Default: auto")
 
 
 def _add_suite_commands(commands: argparse._SubParsersAction) -> None:
@@ -193,6 +210,12 @@ def _add_suite_commands(commands: argparse._SubParsersAction) -> None:
         "--cpus-per-run",
         type=positive_int,
         help="with --backend ray: CPUs (and torch threads) each run asks Ray for. Default: cores // jobs",
+    )
+    suite_run.add_argument(
+        "--gpus-per-run",
+        type=non_negative_float,
+        help="with --backend ray: GPUs each run asks Ray for (fractional shares one GPU, e.g. 0.25: four runs "
+        "per GPU); Ray makes just those visible to the run, whose --device auto then uses them. Default: 0",
     )
     suite_report = suites.add_parser("report", help="Markdown report and PNG figures from the suite's local run dirs")
     suite_report.add_argument("suite_file", help="a suite file, e.g. experiments/cartpole.toml")
@@ -304,7 +327,8 @@ def run_tasks(args: argparse.Namespace) -> None:
 
 
 def run_bench_env(args: argparse.Namespace) -> None:
-    from mario_apo.bench import bench_env, format_env_table, write_json
+    from mario_apo.bench import bench_env, format_env_table
+    from mario_apo.bench_jobs import write_json
     from mario_apo.tasks import parse_task
 
     task = parse_task(args.task)
@@ -330,17 +354,31 @@ def require_sb3(command: str) -> None:
 
 
 def run_bench_train(args: argparse.Namespace) -> None:
-    from mario_apo.bench import bench_train, format_train_table, write_json
+    from mario_apo.bench import bench_train, format_train_table
+    from mario_apo.bench_jobs import write_json
 
-    require_sb3("train")
-    result = bench_train(args.mario_steps, args.cartpole_steps, args.seed, args.skip_cartpole)
+    if not args.skip_sb3:
+        require_sb3("train")
+    resolve_device(args.device)
+    if args.mario_steps < max(args.num_envs) * 128:
+        raise UsageError(f"--mario-steps {args.mario_steps} is less than one rollout at {max(args.num_envs)} envs")
+    result = bench_train(
+        args.mario_steps,
+        args.cartpole_steps,
+        args.seed,
+        args.num_envs,
+        args.device,
+        args.skip_cartpole,
+        args.skip_sb3,
+    )
     print(format_train_table(result))
     write_json(result, args.json)
     print(f"wrote {args.json}")
 
 
 def run_bench_parity(args: argparse.Namespace) -> None:
-    from mario_apo.bench import bench_parity, format_parity_table, write_json
+    from mario_apo.bench_jobs import write_json
+    from mario_apo.bench_sb3 import bench_parity, format_parity_table
 
     require_sb3("parity")
     steps = {task: n for task, n in (("cartpole", args.cartpole_steps), ("mountaincar", args.mountaincar_steps)) if n}
@@ -356,7 +394,8 @@ def run_bench_population(args: argparse.Namespace) -> None:
     import tempfile
     from pathlib import Path
 
-    from mario_apo.bench import bench_population, format_population_table, write_json
+    from mario_apo.bench import bench_population, format_population_table
+    from mario_apo.bench_jobs import write_json
     from mario_apo.population import require_ray
     from mario_apo.tasks import parse_task
 
@@ -426,6 +465,7 @@ def run_eval(args: argparse.Namespace) -> None:
     from mario_apo.runs import load_run_config
     from mario_apo.tasks import parse_task
 
+    device = resolve_device(args.device)
     run_dir = Path(args.run_dir)
     cfg = load_run_config(run_dir)
     task = parse_task(cfg.task)
@@ -436,7 +476,7 @@ def run_eval(args: argparse.Namespace) -> None:
     tasks = [parse_task(f"mario:{level}:{task.reward}") for level in args.level] if args.level else [task]
     checkpoint_path = run_dir / "checkpoint.pt" if args.checkpoint == "latest" else Path(args.checkpoint)
     state = load_checkpoint(checkpoint_path, task.name)
-    model, obs_transform = policy_from_checkpoint(cfg, state, checkpoint_path)
+    model, obs_transform = policy_from_checkpoint(cfg, state, checkpoint_path, device)
     results = []
     for k, eval_task in enumerate(tasks):
         video = Path(args.video) if args.video and k == 0 else None
@@ -461,14 +501,14 @@ def run_suite_command(args: argparse.Namespace) -> int:
 
     suite = load_suite(Path(args.suite_file))
     if args.suite == "run":
-        if args.backend != "ray" and (args.address or args.cpus_per_run):
-            raise UsageError("--address and --cpus-per-run are for --backend ray")
+        if args.backend != "ray" and (args.address or args.cpus_per_run or args.gpus_per_run):
+            raise UsageError("--address, --cpus-per-run and --gpus-per-run are for --backend ray")
         from mario_apo.population import start_ray, stop_ray
 
         started = False
         try:
             started = args.backend == "ray" and start_ray(args.address, num_cpus=os.cpu_count() or 1)
-            counts = run_suite(suite, args.jobs, args.backend, args.cpus_per_run)
+            counts = run_suite(suite, args.jobs, args.backend, args.cpus_per_run, args.gpus_per_run or 0.0)
         except TrainingError as err:
             print(f"mario-apo: suite {suite.name}: {err}", file=sys.stderr)
             return 1
@@ -557,8 +597,13 @@ def run_train(args: argparse.Namespace) -> int:
             check_rollout_fits(cfg)
         if args.progress is not None:
             cfg.log.progress = args.progress
+        if args.device is not None:  # where a run resumes is the resuming machine's business
+            check_device_spec(args.device)
+            cfg.device = args.device
+        resolve_device(cfg.device)
     else:
         cfg = resolve_run_config(args)
+        resolve_device(cfg.device)  # before the run dir exists
         run_dir = create_run(cfg)
         print(f"run dir: {run_dir}", file=sys.stderr)
     try:
@@ -593,6 +638,7 @@ def run_population(args: argparse.Namespace) -> int:
         learners = read_population(pop_dir)["population"]["learners"]
     else:
         cfg = resolve_run_config(args)
+        resolve_device(cfg.device)  # the learners share it (on one GPU, cuda:0), checked before anything is written
         learners = args.learners
     started = False
     try:

@@ -231,6 +231,11 @@ class RunConfig:
         1, "the run seed: torch, numpy, every env and sticky-action stream derive from SeedSequence(seed)"
     )
     torch_threads: int = option(0, "threads for torch (0: all cores)", bound="non_negative")
+    device: str = option(
+        "auto",
+        "where the learner runs: auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N; env workers stay CPU "
+        "processes, and a run resumes on whatever device the resuming command names",
+    )
     env: EnvConfig = field(default_factory=EnvConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     anchor: AnchorConfig = field(default_factory=AnchorConfig)
@@ -240,12 +245,28 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
+    def for_task(cls, task: str, algo: str = "apo", seed: int = 1, **settings: Any) -> RunConfig:
+        """A run built in code (benchmarks, tests) as the flags build one: the task family's PPO defaults,
+        then ``settings`` by field name (PPO, APO, log, env, then the run's own fields).
+
+        :param task: a canonical task string (``mario:1-1:dense``, ``cartpole``): its family is its first part
+        """
+        cfg = cls(algo=algo, task=task, seed=seed, ppo=ppo_defaults(task.partition(":")[0]))
+        for name, value in settings.items():
+            part = next((part for part in (cfg.ppo, cfg.anchor, cfg.log, cfg.env, cfg) if hasattr(part, name)), None)
+            if part is None:
+                raise TypeError(f"no run setting named {name!r}")
+            setattr(part, name, value)
+        return cfg
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         return cls(
             algo=data["algo"],
             task=data["task"],
             seed=data["seed"],
             torch_threads=data.get("torch_threads", 0),
+            device=data.get("device", "auto"),
             env=EnvConfig.from_record(data["env"]),
             ppo=PPOConfig(**data["ppo"]),
             anchor=AnchorConfig.from_record(data["anchor"]),

@@ -18,7 +18,7 @@ from mario_apo.normalize import Normalizer
 from mario_apo.stats import wilson_interval
 from mario_apo.tasks import Task, make_env, make_vec_env, parse_task
 from mario_apo.video import VideoWriter
-from models.actor_critic import make_model
+from models.actor_critic import act, make_model, model_device
 
 
 def evaluate(
@@ -81,6 +81,7 @@ def _play(
 ) -> dict:
     """One episode; returns its ``info["episode"]`` and a ``fingerprint`` of its observations."""
     obs, _ = env.reset(seed=seed)
+    device = model_device(model)
     fingerprint = hashlib.blake2b(obs.tobytes(), digest_size=16)
     step, episode_return, info = 0, 0.0, {}
     with video if video is not None else contextlib.nullcontext():
@@ -96,11 +97,7 @@ def _play(
                 return {**info["episode"], "fingerprint": fingerprint.hexdigest()}
             with torch.inference_mode():
                 policy_obs = obs if obs_transform is None else obs_transform(obs[None])[0]
-                logits, _ = model(torch.as_tensor(policy_obs[None]))
-            if greedy:
-                action = int(logits.argmax(-1))
-            else:
-                action = int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
+                action = int(act(model, torch.as_tensor(policy_obs[None]).to(device), greedy, generator).actions[0])
             obs, reward, _, _, info = env.step(action)
             fingerprint.update(obs[-1].tobytes() if task.is_mario else obs.tobytes())
             step, episode_return = step + 1, episode_return + float(reward)
@@ -154,16 +151,13 @@ def _vector_episodes(model, envs, obs, count, greedy, generator, obs_transform, 
     quota = np.array([(count + i) // n for i in range(n)])
     played = np.zeros(n, dtype=int)
     returns, lengths, successes, max_xs = [], [], [], []
-    steps = 0
+    steps, device = 0, model_device(model)
     while (played < quota).any():
         if stop():
             return None
         with torch.inference_mode():
-            logits, _ = model(torch.as_tensor(obs if obs_transform is None else obs_transform(obs)))
-        if greedy:
-            actions = logits.argmax(-1)
-        else:
-            actions = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+            policy_obs = torch.as_tensor(obs if obs_transform is None else obs_transform(obs)).to(device)
+            actions = act(model, policy_obs, greedy, generator).actions
         obs, _, _, _, infos = envs.step(actions.numpy())
         steps += n
         if "final_info" not in infos:
@@ -191,10 +185,10 @@ def _vector_episodes(model, envs, obs, count, greedy, generator, obs_transform, 
 
 
 def policy_from_checkpoint(
-    cfg: RunConfig, state: dict, where: Path
+    cfg: RunConfig, state: dict, where: Path, device: torch.device | None = None
 ) -> tuple[nn.Module, Callable[[np.ndarray], np.ndarray]]:
-    """A run's trained policy: its model with the checkpoint's weights, and its observation
-    normalisation with the checkpoint's statistics (the identity when the run had none)."""
+    """A run's trained policy: its model with the checkpoint's weights (on ``device``, default the CPU),
+    and its observation normalisation with the checkpoint's statistics (the identity when the run had none)."""
     task = parse_task(cfg.task)
     probe = make_env(task, cfg.env)
     model = make_model(probe.observation_space, probe.action_space)
@@ -205,4 +199,4 @@ def policy_from_checkpoint(
     except RuntimeError as err:
         raise CheckpointError(f"checkpoint {where} does not fit this run's model: {str(err).splitlines()[0]}") from None
     normalizer.load_state_dict(state.get("normalizer"))
-    return model.eval(), normalizer.obs
+    return model.to(device or torch.device("cpu")).eval(), normalizer.obs

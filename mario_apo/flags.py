@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mario_apo.config import FAMILY_DEFAULTS, AnchorConfig, EnvConfig, LogConfig, PPOConfig, RunConfig, ppo_defaults
+from mario_apo.device import check_device_spec
 from mario_apo.errors import UsageError
 from mario_apo.tasks import parse_task
 
@@ -224,6 +225,7 @@ def resolve_run_config(args: argparse.Namespace) -> RunConfig:
     for part in (cfg, cfg.env, cfg.ppo, cfg.anchor, cfg.log):
         apply_flags(args, part)
     cfg.env.validate()
+    check_device_spec(cfg.device)
     check_rollout_fits(cfg)
     check_population_flags(args, cfg.algo)
     if cfg.ppo.norm_obs and task.is_mario:

@@ -76,9 +76,10 @@ class Rollout:
         obs_dtype: torch.dtype,
         num_actions: int,
         keep_raw_obs: bool = False,
+        device: torch.device | None = None,
     ) -> Rollout:
         def zeros(*shape, dtype=torch.float32):
-            return torch.zeros((num_steps, num_envs, *shape), dtype=dtype)
+            return torch.zeros((num_steps, num_envs, *shape), dtype=dtype, device=device)
 
         obs = zeros(*obs_shape, dtype=obs_dtype)
         return cls(
@@ -191,7 +192,8 @@ def ppo_update(
     sums: dict[str, float] = {}
     count = 0
     for _ in range(cfg.update_epochs):
-        permutation = torch.randperm(cfg.batch_size)
+        # drawn by torch's CPU generator on every device (one random stream; checkpoints carry its state)
+        permutation = torch.randperm(cfg.batch_size).to(b_obs.device)
         for start in range(0, cfg.batch_size, cfg.minibatch_size):
             mb = permutation[start : start + cfg.minibatch_size]
             logits, new_values = model(b_obs[mb])
@@ -220,7 +222,7 @@ def ppo_update(
 
     # PPO's terms are losses/*; a term named with its own namespace (APO's anchor/kl) keeps it.
     metrics = {(name if "/" in name else f"losses/{name}"): total / count for name, total in sums.items()}
-    y_pred, y_true = b_values.numpy(), b_returns.numpy()
+    y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
     var_y = np.var(y_true)
     if var_y > 0:
         metrics["losses/explained_variance"] = float(1 - np.var(y_true - y_pred) / var_y)

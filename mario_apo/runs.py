@@ -128,13 +128,16 @@ def write_run_config(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
 
 
 def run_record(cfg: RunConfig) -> dict[str, Any]:
-    """Every resolved setting, the versions that ran it, and a new W&B run id."""
+    """Every resolved setting, the versions that ran it, the device it was created on, and a new W&B run id."""
     import gymnasium
     import numpy as np
     import torch
 
+    from mario_apo.device import device_record, resolve_device
+
     record = cfg.to_dict()
     record["wandb_id"] = uuid.uuid4().hex[:12]
+    record["hardware"] = device_record(resolve_device(cfg.device))
     record["versions"] = {
         "mario_apo": mario_apo.__version__,
         "torch": torch.__version__,

@@ -239,15 +239,16 @@ def run_suite(
     jobs: int | None = None,
     backend: str = "local",
     cpus_per_run: int | None = None,
+    gpus_per_run: float = 0.0,
 ) -> dict[str, int]:
     """Run every unfinished cell; returns counts by outcome: ``done`` (finished before), ``ran``,
     ``failed``, ``elsewhere`` (locked by another runner or process) and ``stopped`` (interrupted by a
     stop signal; they resume next time).
 
     ``local``: at most ``jobs`` processes here, ``cores // jobs`` torch threads each. ``ray``: each cell
-    a Ray task (``cpus_per_run`` CPUs, default ``cores // jobs``) on the Ray instance this process is
-    connected to (``mario_apo.population.start_ray``), running the same command in this working
-    directory, so a cluster needs the project and ``runs/`` at the same path on every node.
+    a Ray task (``cpus_per_run`` CPUs, default ``cores // jobs``, and ``gpus_per_run`` GPUs) on the Ray
+    instance this process is connected to (``mario_apo.population.start_ray``), running the same command
+    in this working directory, so a cluster needs the project and ``runs/`` at the same path on every node.
     """
     jobs = jobs or suite.jobs
     cores = os.cpu_count() or 1
@@ -279,7 +280,7 @@ def run_suite(
             progress.update()
 
         if backend == "ray":
-            _run_on_ray(suite, todo, threads, env, finished)
+            _run_on_ray(suite, todo, threads, gpus_per_run, env, finished)
         else:
             _run_locally(suite, todo, jobs, threads, env, finished)
     return counts
@@ -334,6 +335,8 @@ def ray_cell(suite: Suite, spec: RunSpec, threads: int, env: dict, cwd: str, add
     an actor (``ray.get``, even ``ray.wait``) lends its CPU to the next queued cell meanwhile."""
     os.chdir(cwd)
     stop_requested = Path(stop).exists
+    if "CUDA_VISIBLE_DEVICES" in os.environ:  # the GPUs Ray gave this task (--gpus-per-run), not the driver's
+        env = {**env, "CUDA_VISIBLE_DEVICES": os.environ["CUDA_VISIBLE_DEVICES"]}
 
     def run(command: list[str], log: Path) -> int | None:
         if stop_requested():
@@ -355,7 +358,7 @@ CELL_RETRIES = 2
 """How often Ray retries a cell whose worker or node died (the retry resumes its checkpoint)."""
 
 
-def _run_on_ray(suite: Suite, todo: list[RunSpec], threads: int, env: dict, finished) -> None:
+def _run_on_ray(suite: Suite, todo: list[RunSpec], threads: int, gpus: float, env: dict, finished) -> None:
     from mario_apo.population import require_ray
 
     ray = require_ray()
@@ -364,7 +367,7 @@ def _run_on_ray(suite: Suite, todo: list[RunSpec], threads: int, env: dict, fini
     stop_file = (suite.runs_dir / f".stop-{uuid.uuid4().hex}").resolve()  # this driver's: never a stale one
     # a population cell's learners ask for their own CPUs: the cell holding some would starve them
     refs = {
-        task.options(num_cpus=0 if is_population_cell(suite, spec) else threads).remote(
+        task.options(num_cpus=0 if is_population_cell(suite, spec) else threads, num_gpus=gpus).remote(
             suite, spec, threads, env, os.getcwd(), cluster, str(stop_file)
         ): spec
         for spec in todo

@@ -24,12 +24,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from mario_apo.anchors import Hub, make_anchoring
 from mario_apo.checkpoint import CHECKPOINT, load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from mario_apo.config import RunConfig
+from mario_apo.device import resolve_device
 from mario_apo.errors import CheckpointError, NonFiniteLoss, TrainingError
 from mario_apo.evaluate import evaluate, evaluate_final_policy
 from mario_apo.logger import RunLogger
@@ -39,7 +39,7 @@ from mario_apo.runs import read_run_record
 from mario_apo.seeding import SeedStreams
 from mario_apo.stopping import StopFlag, StopRequest
 from mario_apo.tasks import EnvGroups, parse_task
-from models.actor_critic import make_model
+from models.actor_critic import act, make_model
 
 RECENT_EPISODES = 100
 
@@ -175,10 +175,11 @@ class Trainer:
         seed_everything(self.streams, cfg.torch_threads)
         checkpoint = load_checkpoint(run_dir / CHECKPOINT, self.task.name) if resume else None
 
+        self.device = resolve_device(cfg.device)
         self.envs = EnvGroups(self.task, cfg.env, ppo.num_envs)
         try:
             obs_space, action_space = self.envs.single_observation_space, self.envs.single_action_space
-            self.model = make_model(obs_space, action_space)
+            self.model = make_model(obs_space, action_space).to(self.device)
             self.normalizer = Normalizer(obs_space.shape, ppo.num_envs, ppo.gamma, ppo.norm_obs, ppo.norm_reward)
             self.optimizer = torch.optim.Adam(self.model.parameters(), lr=ppo.learning_rate, eps=1e-5)
             self.anchoring = make_anchoring(cfg, self.task, self.streams.anchors(), self.normalizer.obs, hub)
@@ -190,7 +191,13 @@ class Trainer:
             self.logger = RunLogger(run_dir, read_run_record(run_dir), self.state.global_step if resume else None)
             obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
             self.rollout = Rollout.allocate(
-                ppo.num_steps, ppo.num_envs, obs_space.shape, obs_dtype, action_space.n, keep_raw_obs=ppo.norm_obs
+                ppo.num_steps,
+                ppo.num_envs,
+                obs_space.shape,
+                obs_dtype,
+                action_space.n,
+                keep_raw_obs=ppo.norm_obs,
+                device=self.device,
             )
             self.timer = StageTimer()
             self.final_eval: dict | None = None
@@ -246,14 +253,13 @@ class Trainer:
             if self.normalizer.norm_obs:  # APO's anchors keep what the env returned
                 rollout.raw_obs[step, envs_in_group] = torch.from_numpy(self.next_obs[group])
             with torch.inference_mode():
-                logits, values = self.model(rollout.obs[step, envs_in_group])
-                if not torch.isfinite(logits).all():
-                    raise NonFiniteLoss(f"the policy's logits became non-finite at step {self.state.global_step}")
-                logprobs_all = F.log_softmax(logits, dim=-1)
-                actions = torch.multinomial(logprobs_all.exp(), 1).squeeze(1)
+                try:
+                    actions, logprobs_all, values = act(self.model, rollout.obs[step, envs_in_group])
+                except FloatingPointError as err:
+                    raise NonFiniteLoss(f"{err} at step {self.state.global_step}") from None
             rollout.actions[step, envs_in_group] = actions
             rollout.behaviour_logprobs[step, envs_in_group] = logprobs_all
-            rollout.logprobs[step, envs_in_group] = logprobs_all.gather(1, actions[:, None]).squeeze(1)
+            rollout.logprobs[step, envs_in_group] = logprobs_all.gather(1, actions.to(self.device)[:, None]).squeeze(1)
             rollout.values[step, envs_in_group] = values
             with self._env_worker_errors():
                 self.envs.send(group, actions.numpy())
@@ -290,7 +296,7 @@ class Trainer:
             if cut.size:
                 final_obs = torch.as_tensor(self.normalizer.obs(np.stack([infos["final_obs"][i] for i in cut])))
                 with torch.inference_mode():
-                    rewards[cut] += self.cfg.ppo.gamma * self.model(final_obs)[1]
+                    rewards[cut] += self.cfg.ppo.gamma * self.model(final_obs.to(self.device))[1].cpu()
             self.rollout.rewards[step, envs_in_group] = rewards
             self.rollout.episode_ends[step, envs_in_group] = torch.as_tensor(ended, dtype=torch.float32)
             ends = finished_episodes(infos, truncated & ~terminated, discounted_returns, step, envs_in_group.start)
@@ -318,7 +324,8 @@ class Trainer:
         ppo = self.cfg.ppo
         with self.timer("learn"):
             with torch.inference_mode():
-                next_value = self.model(torch.from_numpy(self.normalizer.obs(np.concatenate(self.next_obs))))[1]
+                next_obs = torch.from_numpy(self.normalizer.obs(np.concatenate(self.next_obs))).to(self.device)
+                next_value = self.model(next_obs)[1]
             advantages, returns = compute_gae(
                 self.rollout.rewards,
                 self.rollout.values,

@@ -7,9 +7,12 @@ log-prob of the action taken) and the state value.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -95,3 +98,40 @@ def make_model(observation_space: gym.spaces.Box, action_space: gym.spaces.Discr
     raise ValueError(
         f"no model for observation shape {observation_space.shape}: expected (C, 84, 84) frames or a flat vector"
     )
+
+
+class Action(NamedTuple):
+    """What the policy did for a batch of observations."""
+
+    actions: torch.Tensor
+    """(batch,) on the CPU, where the env workers take them."""
+    logprobs_all: torch.Tensor
+    """(batch, actions) the whole log-distribution (APO's p_best), on the model's device."""
+    values: torch.Tensor
+    """(batch,) state values, on the model's device."""
+
+
+def act(model: nn.Module, obs: torch.Tensor, greedy: bool = False, generator: torch.Generator | None = None) -> Action:
+    """One batched forward pass, then an action per observation: sampled (from torch's CPU generator,
+    or ``generator``) or, with ``greedy``, the most probable. Acting in training, evaluation and the
+    baselines all goes through here.
+
+    Sampling happens on the CPU whatever the model's device: a run then draws one random stream on
+    any device, and its checkpoint's RNG state (the CPU generator's) resumes it anywhere.
+
+    :raises FloatingPointError: the policy's logits are not finite (training diverged)
+    """
+    logits, values = model(obs)
+    if not torch.isfinite(logits).all():
+        raise FloatingPointError("the policy's logits became non-finite")
+    logprobs_all = F.log_softmax(logits, dim=-1)
+    if greedy:
+        actions = logits.argmax(-1).cpu()
+    else:
+        actions = torch.multinomial(logprobs_all.exp().cpu(), 1, generator=generator).squeeze(1)
+    return Action(actions, logprobs_all, values)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device a model's parameters are on (where its inputs must go)."""
+    return next(model.parameters()).device

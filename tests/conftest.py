@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from mario_apo.checkpoint import load_checkpoint
-from mario_apo.config import EnvConfig, RunConfig, ppo_defaults
+from mario_apo.config import EnvConfig, RunConfig
 from mario_apo.errors import CheckpointError
 from mario_apo.tasks import parse_task
 
@@ -44,19 +44,11 @@ def tiny_run_config(run_dir: Path, task: str = "mario:1-1:goal:300", algo: str =
     """A run small enough for a test: Mario with 2 envs x 64 steps, 512 steps, one epoch of 2 minibatches,
     episodes of at most 400 steps (an untrained greedy policy stuck at a pipe would play 2,000 in the final
     evaluation); no progress bar. ``settings`` override PPO fields, then anchor/log/run fields, by name."""
-    family = parse_task(task).family
-    ppo = ppo_defaults(family)
-    if family == "mario":
-        ppo.num_envs, ppo.num_steps, ppo.total_steps, ppo.num_minibatches, ppo.update_epochs = 2, 64, 512, 2, 1
-    cfg = RunConfig(algo=algo, task=task, ppo=ppo)
-    if family == "mario":
-        cfg.env.max_episode_steps = 400
-    cfg.log.run_dir, cfg.log.progress = str(run_dir), False
-    cfg.log.final_eval_episodes, cfg.log.final_eval_greedy = 4, 2
-    for name, value in settings.items():
-        target = next(part for part in (cfg.ppo, cfg.anchor, cfg.log, cfg.env, cfg) if hasattr(part, name))
-        setattr(target, name, value)
-    return cfg
+    tiny_mario = dict(num_envs=2, num_steps=64, total_steps=512, num_minibatches=2, update_epochs=1)
+    tiny_mario["max_episode_steps"] = 400
+    small = tiny_mario if parse_task(task).is_mario else {}
+    quiet = dict(run_dir=str(run_dir), progress=False, final_eval_episodes=4, final_eval_greedy=2)
+    return RunConfig.for_task(parse_task(task).name, algo, **{**small, **quiet, **settings})
 
 
 @pytest.fixture
