@@ -25,10 +25,8 @@ the same first-frame padding gymnasium's ``FrameStackObservation`` uses.
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,15 +34,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
+from mario_apo.anchor_files import write_anchor_index, write_best_anchor_video
 from mario_apo.config import AnchorConfig, RunConfig
-from mario_apo.errors import ReplayMismatch, TrainingError
+from mario_apo.episodes import EpisodeEnd
 from mario_apo.logger import RunLogger
-from mario_apo.ppo import EpisodeEnd, Rollout
-from mario_apo.replay import replay
+from mario_apo.ppo import Rollout
 from mario_apo.tasks import Task
-from mario_apo.video import VideoWriter
 from models.actor_critic import model_device
 
 ObsTransform = Callable[[np.ndarray], np.ndarray]
@@ -104,20 +100,30 @@ class AnchorBuffer:
     """Top-K episodes by rank (``--anchor-rank``, ties by ``--anchor-ties``), capped in MB, sampled
     uniformly over their states."""
 
-    def __init__(self, cfg: AnchorConfig, num_envs: int, frame_stack: int | None, rng: np.random.Generator):
+    def __init__(
+        self,
+        cfg: AnchorConfig,
+        num_envs: int,
+        frame_stack: int | None,
+        rng: np.random.Generator | None,
+        gamma: float | None,
+    ):
         """
         :param cfg: K, admission rule, memory cap
         :param num_envs: envs recorded in parallel
         :param frame_stack: frames per observation for image tasks (store the newest only), None for vectors
         :param rng: the sampler's own generator (torch's RNG is left untouched, so
             training with beta = 0 stays bit-identical to PPO)
+        :param gamma: the run's discount (``--anchor-rank discounted`` ranks by sum of gamma^t r_t); None for
+            a buffer that only ranks what others recorded (a population's hub)
         """
         self.cfg = cfg
         self.frame_stack = frame_stack
+        self.gamma = gamma
         self.anchors: list[Anchor] = []
         self.rng = rng
-        # per env, the chunks (frames, logprobs, actions) of its episode so far
-        self._open: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(num_envs)]
+        # per env, the chunks (frames, logprobs, actions, env rewards) of its episode so far
+        self._open: list[list[tuple[np.ndarray, ...]]] = [[] for _ in range(num_envs)]
         self._episodes_seen = 0
         self._last_order = 0  # the order stamped on the last episode offered to the ranking
         self._sample_index: np.ndarray | None = None
@@ -125,13 +131,20 @@ class AnchorBuffer:
     # -- recording -----------------------------------------------------------------
 
     def record_rollout(
-        self, obs: np.ndarray, logprobs: np.ndarray, actions: np.ndarray, episodes: list[EpisodeEnd], update: int
+        self,
+        obs: np.ndarray,
+        logprobs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        episodes: list[EpisodeEnd],
+        update: int,
     ) -> list[Anchor]:
         """Record one rollout of every env; offer each episode that ended in it. Returns those admitted.
 
         :param obs: (steps, envs, ...) observations the actions were taken from
         :param logprobs: (steps, envs, num_actions) behaviour log-probabilities
         :param actions: (steps, envs) actions taken
+        :param rewards: (steps, envs) float64 rewards as the env returned them (no normalisation, no bootstrap)
         :param episodes: the episodes that ended in the rollout, in the order they ended
         """
         frames = obs[:, :, -1] if self.frame_stack else obs
@@ -141,7 +154,8 @@ class AnchorBuffer:
         def keep(env: int, stop: int) -> None:
             # copies: the rollout's storage is overwritten by the next rollout
             steps = slice(first_open_step[env], stop)
-            self._open[env].append((frames[steps, env].copy(), logprobs[steps, env].copy(), actions[steps, env].copy()))
+            chunk = (frames[steps, env], logprobs[steps, env], actions[steps, env], rewards[steps, env])
+            self._open[env].append(tuple(part.copy() for part in chunk))
             first_open_step[env] = stop
 
         admitted = []
@@ -189,16 +203,26 @@ class AnchorBuffer:
         self._last_order = max([self._last_order] + [a.order for a in anchors])
         self._sample_index = None
 
+    def _discounted_return(self, chunks) -> float:
+        """The episode's sum of gamma^t r_t, step by step in float64 (the order of the operations is part of
+        the ranking: anchors.json and resumed runs stay identical)."""
+        discounted, discount = 0.0, 1.0
+        for reward in np.concatenate([chunk[3] for chunk in chunks]).tolist():
+            discounted += discount * reward
+            discount *= self.gamma
+        return discounted
+
     def _close(self, chunks, episode: EpisodeEnd, update: int) -> Anchor | None:
         self._episodes_seen += 1
         if self.cfg.anchor_admit == "success" and not episode.success:
             return None
-        value = self._rank_value(float(episode.episode_return), float(episode.discounted_return))
+        discounted_return = self._discounted_return(chunks)
+        value = self._rank_value(float(episode.episode_return), discounted_return)
         if len(self.anchors) >= self.cfg.anchors and self.rank_key(value, self._last_order + 1) > self.key(
             self.anchors[-1]
         ):
             return None  # it would rank below the worst anchor (arrays are built only for episodes that enter)
-        frames, logprobs, actions = (np.concatenate(parts) for parts in zip(*chunks, strict=True))
+        frames, logprobs, actions, _ = (np.concatenate(parts) for parts in zip(*chunks, strict=True))
         anchor = Anchor(
             frames=frames,
             logprobs=logprobs.astype(np.float32),
@@ -207,7 +231,7 @@ class AnchorBuffer:
             success=bool(episode.success),
             max_x=int(episode.max_x),
             sticky_seed=episode.sticky_seed,
-            discounted_return=float(episode.discounted_return),
+            discounted_return=discounted_return,
             episode_id=self._episodes_seen,
             admitted_update=update,
         )
@@ -332,7 +356,8 @@ class Anchoring(NoAnchoring):
         self.cfg = cfg.anchor
         self.obs_transform = obs_transform
         self.task, self.env_cfg, self.video_every = task, cfg.env, cfg.log.video_every
-        self.buffer = AnchorBuffer(cfg.anchor, cfg.ppo.num_envs, cfg.env.frame_stack if task.is_mario else None, rng)
+        frame_stack = cfg.env.frame_stack if task.is_mario else None
+        self.buffer = AnchorBuffer(cfg.anchor, cfg.ppo.num_envs, frame_stack, rng, cfg.ppo.gamma)
         self.beta = self.cfg.beta
         self._admitted: list[Anchor] = []  # in this update
         self._last_video = (None, -(10**9))  # episode id and update of the last best-anchor video
@@ -354,6 +379,7 @@ class Anchoring(NoAnchoring):
             rollout.raw_obs.cpu().numpy(),
             rollout.behaviour_logprobs.cpu().numpy(),
             rollout.actions.cpu().numpy(),
+            rollout.env_rewards.cpu().numpy(),
             rollout.episodes,
             update,
         )
@@ -378,34 +404,7 @@ class Anchoring(NoAnchoring):
             self.buffer.load_state_dict(state)
 
     def save_files(self, run_dir: Path) -> None:
-        """anchors.json: each anchor's return, success, length and exact actions (enough to replay it)."""
-        index = {
-            "task": self.task.name,
-            "env": asdict(self.env_cfg),
-            "anchors": [
-                {
-                    "rank": rank,
-                    "episode_id": a.episode_id,
-                    "finder": a.finder,
-                    "return": a.episode_return,
-                    "success": a.success,
-                    "length": a.length,
-                    "max_x": a.max_x,
-                    "admitted_update": a.admitted_update,
-                    "sticky_seed": a.sticky_seed,
-                    "discounted_return": a.discounted_return,
-                    "actions": a.actions.tolist(),
-                }
-                for rank, a in enumerate(self.buffer.anchors)
-            ],
-        }
-        tmp = run_dir / "anchors.json.tmp"
-        try:
-            tmp.write_text(json.dumps(index))
-            tmp.replace(run_dir / "anchors.json")
-        except OSError as err:
-            tmp.unlink(missing_ok=True)
-            raise TrainingError(f"could not write {run_dir / 'anchors.json'} ({err})") from None
+        write_anchor_index(run_dir, self.task, self.env_cfg, self.buffer.anchors)
 
     def log_media(self, run_dir: Path, logger: RunLogger, global_step: int, update: int) -> None:
         """Mario: replay a new best anchor on a fresh emulator (verified step by step) and log its video."""
@@ -416,16 +415,9 @@ class Anchoring(NoAnchoring):
         if (best.finder, best.episode_id) == last_id or update - last_update < self.video_every:
             return
         self._last_video = ((best.finder, best.episode_id), update)
-        found_by = "" if best.finder is None else f"learner{best.finder}-"
-        path = run_dir / "videos" / f"best-{found_by}ep{best.episode_id}.mp4"
-        expected = {"return": best.episode_return, "length": best.length, "max_x": best.max_x, "success": best.success}
-        try:
-            with VideoWriter(path) as video:
-                replay(self.task, self.env_cfg, best.actions, expected, best.frames, video, best.sticky_seed)
-        except ReplayMismatch as err:  # would mean the episode is not reproducible: say so, keep training
-            tqdm.write(f"mario-apo: no video of anchor episode {best.episode_id}: {err}", file=sys.stderr)
-            return
-        logger.log_video(global_step, "anchor/best_video", path)
+        path = write_best_anchor_video(run_dir, self.task, self.env_cfg, best)
+        if path is not None:
+            logger.log_video(global_step, "anchor/best_video", path)
 
 
 class SharedAnchoring(Anchoring):

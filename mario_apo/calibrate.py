@@ -17,7 +17,6 @@ stall-truncated episode is a prefix of the untruncated one.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import signal
 from dataclasses import asdict, dataclass, replace
@@ -28,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mario_apo.config import EnvConfig
+from mario_apo.runs import write_json
 from mario_apo.stats import wilson_interval
 from mario_apo.tasks import Task, make_env, parse_task
 
@@ -224,7 +224,5 @@ def write_calibration(record: dict[str, Any], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"calibration-{record['level']}.json"
     plot_calibration(record, path.with_suffix(".png"))
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)
+    write_json(path, record, indent=1)
     return path

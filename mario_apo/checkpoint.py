@@ -10,7 +10,6 @@ you trust where one came from, ``mario-apo upgrade-checkpoint RUN_DIR`` converts
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import random
 import zipfile
@@ -20,9 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mario_apo.errors import CheckpointError, TrainingError, UnsafeCheckpoint
-
-CHECKPOINT = "checkpoint.pt"
+from mario_apo.errors import CheckpointError, TrainingError, UnsafeCheckpoint, first_line
+from mario_apo.runs import RunFiles, write_atomic
 
 
 def rng_states() -> dict[str, Any]:
@@ -60,15 +58,9 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     # "unexpected pos" error, a plain write reports it as what it is (ENOSPC, EFBIG).
     buffer = io.BytesIO()
     torch.save(as_tensors(state), buffer)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(buffer.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, buffer.getbuffer())
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise TrainingError(f"could not write the checkpoint {path} ({err.strerror or err})") from None
 
 
@@ -88,7 +80,7 @@ def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}): {err}".splitlines()[0]
+            f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}): {first_line(err)}"
         ) from None
     if task is not None and state.get("task") != task:
         raise CheckpointError(f"checkpoint {path} is from task {state.get('task')!r}, not {task!r}")
@@ -98,7 +90,7 @@ def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
 def upgrade_checkpoint(run_dir: Path) -> Path:
     """Rewrite an older (pickled numpy) checkpoint of a *trusted* run in the safe format; the original
     is kept beside it as ``checkpoint.pt.before-upgrade``. Returns the backup's path."""
-    path = run_dir / CHECKPOINT
+    path = RunFiles(run_dir).checkpoint
     try:
         load_checkpoint(path)  # missing or corrupt: its one-line error
     except UnsafeCheckpoint:
@@ -110,7 +102,7 @@ def upgrade_checkpoint(run_dir: Path) -> Path:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
         raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(err).__name__})") from None
-    backup = path.with_name(CHECKPOINT + ".before-upgrade")
+    backup = path.with_name(path.name + ".before-upgrade")
     backup.write_bytes(path.read_bytes())
     save_checkpoint(path, state)
     return backup

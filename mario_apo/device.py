@@ -14,10 +14,12 @@ from __future__ import annotations
 import os
 import platform
 import re
-
-import torch
+from typing import TYPE_CHECKING
 
 from mario_apo.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_FORMS = "auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N"
 
@@ -31,6 +33,8 @@ def check_device_spec(spec: str) -> None:
 
 def resolve_device(spec: str) -> torch.device:
     """The torch device ``spec`` names on this machine; a GPU that torch does not see is a usage error."""
+    import torch  # here, not at the top: the command line checks a spec's form without torch's start-up
+
     check_device_spec(spec)
     if spec == "auto":
         return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
@@ -49,6 +53,8 @@ def resolve_device(spec: str) -> torch.device:
 
 def device_record(device: torch.device) -> dict[str, str | int]:
     """What config.json and benchmark records say about where a run ran."""
+    import torch
+
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:

@@ -9,6 +9,11 @@ last good checkpoint is kept and the command exits 1.
 from __future__ import annotations
 
 
+def first_line(err: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name when it has none), for one-line errors."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 class UsageError(ValueError):
     """Bad input from the user: reported as one line naming what is valid, exit code 2."""
 

@@ -13,7 +13,8 @@ from torch import nn
 from tqdm import tqdm
 
 from mario_apo.config import EnvConfig, RunConfig
-from mario_apo.errors import CheckpointError
+from mario_apo.episodes import EpisodeEnd
+from mario_apo.errors import CheckpointError, first_line
 from mario_apo.normalize import Normalizer
 from mario_apo.stats import wilson_interval
 from mario_apo.tasks import Task, make_env, make_vec_env, parse_task
@@ -158,18 +159,15 @@ def _vector_episodes(model, envs, obs, count, greedy, generator, obs_transform, 
         with torch.inference_mode():
             policy_obs = torch.as_tensor(obs if obs_transform is None else obs_transform(obs)).to(device)
             actions = act(model, policy_obs, greedy, generator).actions
-        obs, _, _, _, infos = envs.step(actions.numpy())
+        obs, _, terminated, truncated, infos = envs.step(actions.numpy())
         steps += n
-        if "final_info" not in infos:
-            continue
-        episode, ended = infos["final_info"]["episode"], infos["final_info"]["_episode"]
-        for i in np.flatnonzero(ended):
-            if played[i] < quota[i]:
-                played[i] += 1
-                returns.append(float(episode["r"][i]))
-                lengths.append(int(episode["l"][i]))
-                successes.append(bool(episode["success"][i]))
-                max_xs.append(int(episode["max_x"][i]))
+        for episode in EpisodeEnd.ended_at(infos, truncated & ~terminated):
+            if played[episode.env] < quota[episode.env]:
+                played[episode.env] += 1
+                returns.append(episode.episode_return)
+                lengths.append(episode.length)
+                successes.append(episode.success)
+                max_xs.append(episode.max_x)
                 bar.update()
     low, high = wilson_interval(sum(successes), count)
     return {
@@ -197,6 +195,6 @@ def policy_from_checkpoint(
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {where} does not fit this run's model: {str(err).splitlines()[0]}") from None
+        raise CheckpointError(f"checkpoint {where} does not fit this run's model: {first_line(err)}") from None
     normalizer.load_state_dict(state.get("normalizer"))
     return model.to(device or torch.device("cpu")).eval(), normalizer.obs

@@ -16,8 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from mario_apo.errors import TrainingError
+from mario_apo.runs import RunFiles, write_atomic
 
-TENSORBOARD_DIR = "tensorboard"
+
+def is_update_record(record: dict[str, Any]) -> bool:
+    """Whether a metrics record is an update's (every update logs its SPS), not an episode's or a summary's."""
+    return "charts/SPS" in record
 
 
 def read_metrics(path: Path) -> Iterator[dict[str, Any]]:
@@ -38,10 +42,11 @@ class RunLogger:
         :param resume_step: when resuming, the checkpoint's global step: metric lines
             logged after it (by the interrupted process) are dropped so curves do not repeat
         """
-        self.path = run_dir / "metrics.jsonl"
+        files = RunFiles(run_dir)
+        self.path = files.metrics
         if resume_step is not None and self.path.exists():
             kept = [json.dumps(r) for r in read_metrics(self.path) if r["global_step"] <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            write_atomic(self.path, "".join(line + "\n" for line in kept))
         self._file = self.path.open("a")
         self._wandb = self._tensorboard = None
         log_cfg = config["log"]
@@ -52,7 +57,7 @@ class RunLogger:
 
             # purge_step: events the interrupted process wrote after the checkpoint are dropped
             purge = None if resume_step is None else resume_step + 1
-            self._tensorboard = SummaryWriter(str(run_dir / TENSORBOARD_DIR), purge_step=purge)
+            self._tensorboard = SummaryWriter(str(files.tensorboard), purge_step=purge)
 
     @staticmethod
     def _init_wandb(run_dir: Path, config: dict[str, Any], log_cfg: dict[str, Any]):

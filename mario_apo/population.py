@@ -35,22 +35,30 @@ from typing import Any
 from tqdm import tqdm
 
 from mario_apo.anchors import Anchor, AnchorBuffer, anchors_from_state
-from mario_apo.checkpoint import CHECKPOINT, load_checkpoint
+from mario_apo.checkpoint import load_checkpoint
 from mario_apo.config import AnchorConfig, RunConfig
-from mario_apo.errors import CheckpointError, TrainingError, UsageError
+from mario_apo.episodes import RECENT_EPISODES
+from mario_apo.errors import CheckpointError, TrainingError, UsageError, first_line
 from mario_apo.logger import RunLogger
-from mario_apo.runs import RunLock, create_run, load_run_config, new_run_dir, run_record
+from mario_apo.runs import (
+    RunFiles,
+    RunLock,
+    create_run,
+    load_run_config,
+    new_run_dir,
+    read_json,
+    run_record,
+    write_json,
+)
 from mario_apo.seeding import SeedStreams
 from mario_apo.stopping import StopFlag, StopRequest
 
-POPULATION = "population.json"
 LEARNER_RESTARTS = 3
 """How often Ray restarts a learner whose process died before the population gives up on it."""
 POLL_SECONDS = 2.0
 CONNECT_SECONDS = 5.0
 LOCAL_START_ATTEMPTS = 3
 """A busy machine can make Ray's processes miss the 30 s it gives them to start; try again before giving up."""
-RECENT_EPISODES = 100
 
 
 def require_ray():
@@ -79,7 +87,7 @@ def start_ray(address: str | None, num_cpus: int) -> bool:
             ray.init(address=address, log_to_driver=True, logging_level="ERROR")
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise UsageError(
-                f"cannot reach a Ray cluster at --address {address!r} ({_first_line(err)}); start one with "
+                f"cannot reach a Ray cluster at --address {address!r} ({first_line(err)}); start one with "
                 "'ray start --head', or leave --address out for a local instance"
             ) from None
         return True
@@ -91,14 +99,10 @@ def start_ray(address: str | None, num_cpus: int) -> bool:
             ray.shutdown()
             if attempt + 1 == LOCAL_START_ATTEMPTS:
                 raise TrainingError(
-                    f"the local Ray instance did not start ({_first_line(err)}); on an overloaded machine its "
+                    f"the local Ray instance did not start ({first_line(err)}); on an overloaded machine its "
                     "start can outlast Ray's timeout: run the same command again"
                 ) from None
     return True
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def check_reachable(address: str) -> None:
@@ -117,12 +121,8 @@ def check_reachable(address: str) -> None:
         ) from None
 
 
-def is_population(run_dir: Path) -> bool:
-    return (run_dir / POPULATION).exists()
-
-
 def learner_dirs(pop_dir: Path, learners: int) -> list[Path]:
-    return [pop_dir / f"learner-{i}" for i in range(learners)]
+    return [RunFiles(pop_dir).learner(i) for i in range(learners)]
 
 
 def hub_name(record: dict[str, Any]) -> str:
@@ -138,7 +138,7 @@ class AnchorHub:
     """The population's top K anchors (a Ray actor): one ranking, one copy, versioned."""
 
     def __init__(self, cfg: AnchorConfig):
-        self.buffer = AnchorBuffer(cfg, num_envs=0, frame_stack=None, rng=None)
+        self.buffer = AnchorBuffer(cfg, num_envs=0, frame_stack=None, rng=None, gamma=None)
         self.version = 0
 
     def restore(self, anchors: list[Anchor]) -> int:
@@ -193,10 +193,11 @@ class Learner:
         from mario_apo.train import train
 
         run_dir = Path(run_dir)
-        resume = (run_dir / CHECKPOINT).exists()
+        files = RunFiles(run_dir)
+        resume = files.checkpoint.exists()
         if not resume:  # started before and died before its first checkpoint: start over
-            for leftover in ("metrics.jsonl", "anchors.json", "summary.json"):
-                (run_dir / leftover).unlink(missing_ok=True)
+            for leftover in (files.metrics, files.anchors, files.summary):
+                leftover.unlink(missing_ok=True)
         if resume:
             print(f"learner-{self.index}: resuming from its checkpoint", file=sys.stderr, flush=True)
         hub = None if self.hub is None else HubClient(self.hub, self.index)
@@ -222,24 +223,25 @@ def create_population(cfg: RunConfig, learners: int, share_anchors: bool) -> Pat
     for i, seed in enumerate(seeds):
         learner = RunConfig.from_dict(cfg.to_dict())
         learner.seed, learner.torch_threads = seed, threads
-        learner.log.run_dir, learner.log.name, learner.log.progress = str(pop_dir), f"learner-{i}", False
-        learner.log.wandb_tags = [*cfg.log.wandb_tags, "population", f"learner-{i}"]
+        name = RunFiles(pop_dir).learner(i).name
+        learner.log.run_dir, learner.log.name, learner.log.progress = str(pop_dir), name, False
+        learner.log.wandb_tags = [*cfg.log.wandb_tags, "population", name]
         create_run(learner)
     record = run_record(cfg)
     record["population"] = {"learners": learners, "share_anchors": share_anchors, "learner_seeds": seeds}
-    (pop_dir / POPULATION).write_text(json.dumps(record, indent=2))
+    write_json(RunFiles(pop_dir).population, record)
     return pop_dir
 
 
 def read_population(pop_dir: Path) -> dict[str, Any]:
     try:
-        record = json.loads((pop_dir / POPULATION).read_text())
+        record = read_json(RunFiles(pop_dir).population)
         learners = int(record["population"]["learners"])
         bool(record["population"]["share_anchors"])
         RunConfig.from_dict(record)
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{pop_dir / POPULATION} is corrupt: {err}") from None
-    missing = [str(d) for d in learner_dirs(pop_dir, learners) if not (d / "config.json").exists()]
+        raise CheckpointError(f"{RunFiles(pop_dir).population} is corrupt: {err}") from None
+    missing = [str(d) for d in learner_dirs(pop_dir, learners) if not RunFiles(d).config.exists()]
     if missing:
         raise CheckpointError(f"population {pop_dir} lacks its learners' run dirs: {', '.join(missing)}")
     return record
@@ -271,7 +273,7 @@ class PopulationMonitor:
 
     @classmethod
     def of(cls, pop_dir: Path, learners: int) -> PopulationMonitor:
-        return cls([LearnerProgress(d / "metrics.jsonl") for d in learner_dirs(pop_dir, learners)])
+        return cls([LearnerProgress(RunFiles(d).metrics) for d in learner_dirs(pop_dir, learners)])
 
     def poll(self) -> bool:
         """Read what the learners wrote since the last poll; whether an episode ended meanwhile."""
@@ -349,7 +351,7 @@ def train_population(pop_dir: Path, total_steps: int | None = None) -> dict[str,
     for cfg in configs:
         if total_steps is not None:
             cfg.ppo.total_steps = total_steps
-    (pop_dir / "summary.json").unlink(missing_ok=True)
+    RunFiles(pop_dir).summary.unlink(missing_ok=True)
     with RunLock(pop_dir):
         return _supervise(pop_dir, record, dirs, configs, share)
 
@@ -365,8 +367,8 @@ def _start_hub(record: dict[str, Any], dirs: list[Path]):
     saved = [
         anchor
         for d in dirs
-        if (d / CHECKPOINT).exists()
-        for anchor in anchors_from_state(load_checkpoint(d / CHECKPOINT)["anchors"])
+        if RunFiles(d).checkpoint.exists()
+        for anchor in anchors_from_state(load_checkpoint(RunFiles(d).checkpoint)["anchors"])
     ]
     if saved:
         ray.get(hub.restore.remote(saved))
@@ -408,14 +410,12 @@ def _supervise(
     pending = {
         actors[i].run.remote(configs[i], str(d.resolve())): i
         for i, d in enumerate(dirs)
-        if not (d / "summary.json").exists()
+        if not RunFiles(d).summary.exists()
     }
-    summaries = {
-        i: json.loads((d / "summary.json").read_text()) for i, d in enumerate(dirs) if i not in pending.values()
-    }
+    summaries = {i: read_json(RunFiles(d).summary) for i, d in enumerate(dirs) if i not in pending.values()}
     failed: dict[int, str] = {}
     monitor = PopulationMonitor.of(pop_dir, len(dirs))
-    (pop_dir / "metrics.jsonl").unlink(missing_ok=True)  # rebuilt from the learners' files
+    RunFiles(pop_dir).metrics.unlink(missing_ok=True)  # rebuilt from the learners' files
     logger = RunLogger(pop_dir, record)
     budget = sum(cfg.ppo.num_updates * cfg.ppo.batch_size for cfg in configs)
     progress = tqdm(total=budget, unit="step", desc=f"population {pop_dir.name}", disable=not record["log"]["progress"])
@@ -471,7 +471,7 @@ def _write_summary(
         summary["hub"] = require_ray().get(hub.stats.remote())
     if not summary["interrupted"]:
         try:
-            (pop_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            write_json(RunFiles(pop_dir).summary, summary)
         except OSError as err:
             raise TrainingError(f"could not write {pop_dir / 'summary.json'} ({err})") from None
     return summary

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -17,26 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mario_apo.config import PPOConfig
+from mario_apo.episodes import EpisodeEnd
 from mario_apo.errors import NonFiniteLoss
 
 ExtraLoss = Callable[[nn.Module, dict[str, torch.Tensor]], "torch.Tensor | float"]
-
-
-class EpisodeEnd(NamedTuple):
-    """An episode that ended at rollout step ``step`` in env ``env`` (from ``info["episode"]``)."""
-
-    step: int
-    env: int
-    episode_return: float
-    length: int
-    success: bool
-    max_x: int
-    truncated: bool = False
-    """Cut by a time limit or stall truncation (bootstrapped), not terminated by the game."""
-    sticky_seed: int | None = None
-    """With the actions, reproduces a sticky-action Mario episode (None without sticky actions)."""
-    discounted_return: float = 0.0
-    """Sum of gamma^t r_t over the episode's env rewards, with the run's gamma (an anchor rank)."""
 
 
 @dataclass
@@ -62,6 +45,10 @@ class Rollout:
     behaviour_logprobs: torch.Tensor
     """(steps, envs, actions) the behaviour policy's whole log-distribution (APO's p_best)."""
     rewards: torch.Tensor
+    """(steps, envs) rewards as the learner sees them: normalised (``norm_reward``), a truncated
+    episode's bootstrap added."""
+    env_rewards: torch.Tensor
+    """(steps, envs) float64 rewards as the env returned them (APO ranks episodes by their discounted sum)."""
     episode_ends: torch.Tensor
     values: torch.Tensor
     episodes: list[EpisodeEnd]
@@ -89,6 +76,7 @@ class Rollout:
             logprobs=zeros(),
             behaviour_logprobs=zeros(num_actions),
             rewards=zeros(),
+            env_rewards=zeros(dtype=torch.float64),
             episode_ends=zeros(),
             values=zeros(),
             episodes=[],

@@ -10,14 +10,11 @@ diverging step and no video is written.
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mario_apo.checkpoint import load_checkpoint
 from mario_apo.config import EnvConfig
 from mario_apo.errors import ReplayError, ReplayMismatch
 from mario_apo.tasks import Task, make_env
@@ -97,41 +94,3 @@ def _check_outcome(episode: dict[str, Any], expected: dict[str, Any]) -> None:
             raise ReplayMismatch(
                 f"replay diverges at step {episode['l']} (the end): {key} {value!r}, recorded {expected[key]!r}"
             )
-
-
-# ---- anchors of a run dir --------------------------------------------------------------
-
-
-def load_anchor_index(run_dir: Path) -> dict[str, Any]:
-    """``anchors.json`` of a run, or ``ReplayError`` naming what is missing."""
-    if not (run_dir / "config.json").exists():
-        raise ReplayError(f"{run_dir} is not a run dir (no config.json)")
-    path = run_dir / "anchors.json"
-    if not path.exists():
-        raise ReplayError(
-            f"{run_dir} has no anchors: only APO runs record them (anchors.json is written with each checkpoint)"
-        )
-    index = json.loads(path.read_text())
-    if not index["anchors"]:
-        raise ReplayError(f"{run_dir} has no anchors yet: no episode had ended by its last checkpoint")
-    return index
-
-
-def select_anchors(index: dict[str, Any], episode: str) -> list[dict[str, Any]]:
-    """``best`` (rank 0), ``all``, or a rank N (0 = best)."""
-    anchors = index["anchors"]
-    if episode == "best":
-        return anchors[:1]
-    if episode == "all":
-        return anchors
-    if episode.isdigit() and int(episode) < len(anchors):
-        return [anchors[int(episode)]]
-    raise ReplayError(f"--episode {episode!r}: valid are best, all, or a rank 0-{len(anchors) - 1}")
-
-
-def stored_frames_by_episode(run_dir: Path) -> dict[tuple[int | None, int], np.ndarray]:
-    """(finder, episode id) -> stored 84x84 frames, from the run's checkpoint (for step-by-step checks);
-    the finder is the learner that found it in a population with shared anchors, else None."""
-    state = load_checkpoint(run_dir / "checkpoint.pt")
-    anchors = (state.get("anchors") or {}).get("anchors", [])
-    return {(a.get("finder"), a["episode_id"]): np.asarray(a["frames"]) for a in anchors}

@@ -12,7 +12,6 @@ single learner given all N x budget steps is not among them.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +19,9 @@ import numpy as np
 from mario_apo import stats
 from mario_apo.logger import read_metrics
 from mario_apo.report import format_ci, mean_ci, table_header
+from mario_apo.runs import RunFiles, read_json, write_json
 from mario_apo.suite import Suite, expand
 
-PAIRED_REPS = 10_000
 SCORES = {
     "mean_final_success": "final-policy success, mean learner (sampled)",
     "best_final_success": "final-policy success, best learner (sampled)",
@@ -31,21 +30,18 @@ SCORES = {
 }
 
 
-def is_population_suite(suite: Suite) -> bool:
-    return any({**suite.train, **flags}.get("learners") for flags in suite.algos.values())
-
-
 def load_population(pop_dir: Path, budget: int) -> dict | None:
     """One finished population's numbers (None while unfinished)."""
-    if not (pop_dir / "summary.json").exists():
+    files = RunFiles(pop_dir)
+    if not files.summary.exists():
         return None
-    summary = json.loads((pop_dir / "summary.json").read_text())
+    summary = read_json(files.summary)
     firsts, finals = [], []
     for i in range(summary["learners"]):
-        learner = pop_dir / f"learner-{i}"
-        steps = [r["global_step"] for r in read_metrics(learner / "metrics.jsonl") if r.get("charts/success")]
+        learner = RunFiles(files.learner(i))
+        steps = [r["global_step"] for r in read_metrics(learner.metrics) if r.get("charts/success")]
         firsts.append(min(steps) if steps else None)
-        final_eval = json.loads((learner / "summary.json").read_text()).get("final_eval") or {}
+        final_eval = read_json(learner.summary).get("final_eval") or {}
         finals.append(final_eval.get("sampled", {}).get("success_rate", np.nan))
     found = [step for step in firsts if step is not None]
     return {
@@ -112,7 +108,7 @@ def write_population_report(suite: Suite, out_dir: Path | None = None) -> Path:
                 if len(x) < 2:
                     continue
                 point, t_low, t_high = stats.paired_t_ci(x, y)
-                _, b_low, b_high = stats.paired_difference_ci(x, y, reps=PAIRED_REPS)
+                _, b_low, b_high = stats.paired_difference_ci(x, y)
                 task_summary["comparisons"].append(
                     {
                         "a": label,
@@ -130,7 +126,7 @@ def write_population_report(suite: Suite, out_dir: Path | None = None) -> Path:
                     f"{format_ci(point, b_low, b_high, digits)} |"
                 )
         lines.append("")
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out_dir / "summary.json", summary)  # the report's own numbers, beside report.md
     report = out_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report

@@ -1,4 +1,5 @@
-"""Run dirs: create one with its ``config.json``, read a saved config back, lock it while training.
+"""Run dirs: the one owner of their layout (``RunFiles``) and of writing into them (``write_atomic``);
+create one with its ``config.json``, read a saved config back, lock it while training.
 
 Kept apart from the training loop so that ``eval``, ``replay``, ``bench`` and the
 suite runner can read a run's settings without importing it.
@@ -13,15 +14,114 @@ import platform
 import socket
 import subprocess
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import mario_apo
 from mario_apo.config import RunConfig
 from mario_apo.errors import CheckpointError, UsageError
 
-LOCK = ".lock"
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Every file a run dir (or a population dir) holds, by what it holds: the one place their names
+    are spelled. ``RunFiles(run_dir).summary`` is the path of its summary.json."""
+
+    dir: Path
+
+    LEARNER_PREFIX: ClassVar[str] = "learner-"
+    PACKED: ClassVar[tuple[str, ...]] = (
+        "config.json",
+        "metrics.jsonl",
+        "summary.json",
+        "anchors.json",
+        "population.json",
+    )
+    """A finished run's logs (``suite pack``): enough to regenerate every report, no checkpoints or W&B files."""
+
+    @property
+    def config(self) -> Path:
+        """Every resolved setting, the versions that ran it, the W&B id (``write_run_config``)."""
+        return self.dir / "config.json"
+
+    @property
+    def metrics(self) -> Path:
+        """One JSON record per log call (``mario_apo.logger``)."""
+        return self.dir / "metrics.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        """The final numbers; where it exists, the run is finished."""
+        return self.dir / "summary.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.dir / "checkpoint.pt"
+
+    @property
+    def anchors(self) -> Path:
+        """APO's anchors: each one's numbers and exact actions, enough to replay it (``mario_apo.anchor_files``)."""
+        return self.dir / "anchors.json"
+
+    @property
+    def population(self) -> Path:
+        """A population dir's settings and learner seeds."""
+        return self.dir / "population.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.dir / ".lock"
+
+    @property
+    def evaluation(self) -> Path:
+        """``mario-apo eval``'s default output."""
+        return self.dir / "eval.json"
+
+    @property
+    def videos(self) -> Path:
+        return self.dir / "videos"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.dir / "tensorboard"
+
+    def learner(self, index: int) -> Path:
+        """A population's learner ``index``: an ordinary run dir."""
+        return self.dir / f"{self.LEARNER_PREFIX}{index}"
+
+    def learners(self) -> list[Path]:
+        """A population's learner dirs that exist, in index order (none for a single run)."""
+        found = [d for d in self.dir.glob(f"{self.LEARNER_PREFIX}*") if d.name[len(self.LEARNER_PREFIX) :].isdigit()]
+        return sorted(found, key=lambda d: int(d.name[len(self.LEARNER_PREFIX) :]))
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write ``path`` whole or not at all: a temp file beside it, flushed to disk, then renamed over it,
+    so a crash or a full disk never leaves half a file and the previous version stays valid.
+
+    :raises OSError: the write failed; the temp file is removed
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as out:
+            out.write(data.encode() if isinstance(data, str) else data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, record: Any, indent: int | None = 2) -> None:
+    """``record`` as JSON at ``path``, atomically (``write_atomic``)."""
+    write_atomic(path, json.dumps(record, indent=indent))
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
 
 
 class RunLocked(UsageError):
@@ -37,7 +137,7 @@ class RunLock:
     """
 
     def __init__(self, run_dir: Path):
-        self.path = run_dir / LOCK
+        self.path = RunFiles(run_dir).lock
         self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
@@ -65,7 +165,7 @@ class RunLock:
 def lock_holder(run_dir: Path) -> str | None:
     """Who holds the run dir's lock ("pid P on host H"), or None when nobody trains it (writes nothing)."""
     try:
-        fd = os.open(run_dir / LOCK, os.O_RDONLY)
+        fd = os.open(RunFiles(run_dir).lock, os.O_RDONLY)
     except FileNotFoundError:
         return None
     try:
@@ -104,9 +204,12 @@ def new_run_dir(cfg: RunConfig) -> Path:
 
 def load_run_config(run_dir: Path) -> RunConfig:
     """The saved config of an existing run (for --resume, eval)."""
-    path = run_dir / "config.json"
-    if not path.exists() and (run_dir / "population.json").exists():
-        raise CheckpointError(f"{run_dir} is a population: its learners' run dirs are {run_dir}/learner-<i>")
+    files = RunFiles(run_dir)
+    path = files.config
+    if not path.exists() and files.population.exists():
+        raise CheckpointError(
+            f"{run_dir} is a population: its learners' run dirs are {run_dir}/{RunFiles.LEARNER_PREFIX}<i>"
+        )
     if not path.exists():
         raise CheckpointError(f"{run_dir} is not a run dir (no config.json)")
     try:
@@ -117,13 +220,13 @@ def load_run_config(run_dir: Path) -> RunConfig:
 
 def read_run_record(run_dir: Path) -> dict[str, Any]:
     """config.json as written: the config plus its W&B id and versions."""
-    return json.loads((run_dir / "config.json").read_text())
+    return read_json(RunFiles(run_dir).config)
 
 
 def write_run_config(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
     """config.json: every resolved setting, the versions that ran it, and the W&B run id."""
     record = run_record(cfg)
-    (run_dir / "config.json").write_text(json.dumps(record, indent=2))
+    write_json(RunFiles(run_dir).config, record)
     return record
 
 

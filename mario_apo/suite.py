@@ -47,7 +47,8 @@ from tqdm import tqdm
 
 from mario_apo.errors import SuiteError, TaskError, UsageError
 from mario_apo.flags import resolve_run_config, train_parser
-from mario_apo.runs import lock_holder
+from mario_apo.logger import is_update_record, read_metrics
+from mario_apo.runs import RunFiles, lock_holder, write_json
 from mario_apo.stopping import StopRequest
 from mario_apo.tasks import parse_task
 
@@ -65,6 +66,10 @@ class Suite:
     random_policy_episodes: int = 0
     description: str = ""
     path: Path | None = None
+
+    def trains_populations(self, label: str) -> bool:
+        """Whether an algo's cells train populations (``learners = N`` in its table or in [train])."""
+        return bool({**self.train, **self.algos[label]}.get("learners"))
 
     @property
     def runs_dir(self) -> Path:
@@ -143,11 +148,12 @@ def expand(suite: Suite) -> list[RunSpec]:
 def run_state(run_dir: Path) -> str:
     """``done``, ``running`` (a process holds its lock), ``resume`` (has a checkpoint), ``stale`` (died
     before its first checkpoint) or ``new``."""
-    if (run_dir / "summary.json").exists():
+    files = RunFiles(run_dir)
+    if files.summary.exists():
         return "done"
     if lock_holder(run_dir):
         return "running"
-    if (run_dir / "checkpoint.pt").exists() or any(run_dir.glob("learner-*/checkpoint.pt")):  # a run, a population
+    if any(RunFiles(d).checkpoint.exists() for d in [run_dir, *files.learners()]):  # a run, a population
         return "resume"
     return "stale" if run_dir.exists() else "new"
 
@@ -163,15 +169,10 @@ def _flags(values: dict[str, Any]) -> list[str]:
     return args
 
 
-def is_population_cell(suite: Suite, spec: RunSpec) -> bool:
-    """Whether a cell trains a population (``learners = N`` in its algo table or in [train])."""
-    return bool({**suite.train, **suite.algos[spec.label]}.get("learners"))
-
-
 def train_command(suite: Suite, spec: RunSpec, state: str, threads: int, address: str | None = None) -> list[str]:
     """The cell's ``mario-apo train`` command; ``address``: the Ray cluster a population cell joins."""
     base = [sys.executable, "-m", "mario_apo.cli", "train", "--no-progress"]
-    if address and is_population_cell(suite, spec):
+    if address and suite.trains_populations(spec.label):
         base += ["--address", address]
     run_dir = suite.runs_dir / spec.name
     if state == "resume":  # the suite's budget, so that raising total_steps in the file extends its runs
@@ -299,7 +300,7 @@ def launch_cell(suite: Suite, spec: RunSpec, threads: int, run, address: str | N
         shutil.rmtree(run_dir)
         state = "new"
     code = run(train_command(suite, spec, state, threads, address), suite.runs_dir / f"{spec.name}.log")
-    if code is None or (code == 0 and not (run_dir / "summary.json").exists()):
+    if code is None or (code == 0 and not RunFiles(run_dir).summary.exists()):
         return "stopped"
     if code == 2 and lock_holder(run_dir):  # another runner started it between our look and our start
         return "elsewhere"
@@ -367,7 +368,7 @@ def _run_on_ray(suite: Suite, todo: list[RunSpec], threads: int, gpus: float, en
     stop_file = (suite.runs_dir / f".stop-{uuid.uuid4().hex}").resolve()  # this driver's: never a stale one
     # a population cell's learners ask for their own CPUs: the cell holding some would starve them
     refs = {
-        task.options(num_cpus=0 if is_population_cell(suite, spec) else threads, num_gpus=gpus).remote(
+        task.options(num_cpus=0 if suite.trains_populations(spec.label) else threads, num_gpus=gpus).remote(
             suite, spec, threads, env, os.getcwd(), cluster, str(stop_file)
         ): spec
         for spec in todo
@@ -395,8 +396,6 @@ def _run_on_ray(suite: Suite, todo: list[RunSpec], threads: int, gpus: float, en
 def suite_status(suite: Suite) -> dict[str, Any]:
     """Every cell's state (finished, running, interrupted at a step, pending) and an ETA from the
     measured SPS of finished runs, for ``mario-apo suite status``."""
-    from mario_apo.logger import read_metrics
-
     cells, sps = [], []
     names = {"done": "finished", "running": "running", "resume": "interrupted", "stale": "pending", "new": "pending"}
     for spec in expand(suite):
@@ -404,11 +403,9 @@ def suite_status(suite: Suite) -> dict[str, Any]:
         state = names[run_state(run_dir)]
         cell = {"run": spec.name, "task": spec.task, "algo": spec.label, "seed": spec.seed, "state": state, "step": 0}
         # a population's progress: its first learner's (they step side by side; the budget is per learner)
-        metrics = (
-            run_dir / "learner-0" / "metrics.jsonl" if is_population_cell(suite, spec) else run_dir / "metrics.jsonl"
-        )
-        if state != "pending" and metrics.exists():
-            updates = [r for r in read_metrics(metrics) if "charts/SPS" in r]
+        files = RunFiles(RunFiles(run_dir).learner(0) if suite.trains_populations(spec.label) else run_dir)
+        if state != "pending" and files.metrics.exists():
+            updates = [r for r in read_metrics(files.metrics) if is_update_record(r)]
             cell["step"] = updates[-1]["global_step"] if updates else 0
             if state == "finished" and updates:
                 sps.append(float(np.mean([r["charts/SPS"] for r in updates])))
@@ -470,12 +467,10 @@ def measure_random_policies(suite: Suite) -> dict[str, dict[str, float]]:
             "mean_max_x": float(np.mean([e.max_x for e in episodes])),
             "env": asdict(env_cfg),
         }
-        path.write_text(json.dumps(measured, indent=2))
+        write_json(path, measured)
     return measured
 
 
-PACKED_FILES = ("config.json", "metrics.jsonl", "summary.json", "anchors.json", "population.json")
-"""What a finished run's logs are: enough to regenerate every report, without checkpoints or W&B files."""
 PACKED_UPDATE_KEYS = {
     "global_step",
     "charts/SPS",
@@ -506,15 +501,15 @@ def pack_finished_runs(suite: Suite, out: Path | None = None) -> tuple[Path, int
 
     out = Path(out or suite.results_dir / "finished-runs.tar.gz")
     out.parent.mkdir(parents=True, exist_ok=True)
-    finished = [spec.name for spec in expand(suite) if (suite.runs_dir / spec.name / "summary.json").exists()]
+    finished = [spec.name for spec in expand(suite) if RunFiles(suite.runs_dir / spec.name).summary.exists()]
     partial = out.with_name(out.name + ".partial")
     with tarfile.open(partial, "w:gz") as tar:
         if (suite.runs_dir / "random_policy.json").exists():
             tar.add(suite.runs_dir / "random_policy.json", arcname="random_policy.json")
         for name in finished:
             run_dir = suite.runs_dir / name
-            for folder in [run_dir, *sorted(run_dir.glob("learner-*"))]:  # a run, or a population and its learners
-                for file in PACKED_FILES:
+            for folder in [run_dir, *RunFiles(run_dir).learners()]:  # a run, or a population and its learners
+                for file in RunFiles.PACKED:
                     if (folder / file).exists():
                         _pack_file(tar, folder / file, str((folder / file).relative_to(suite.runs_dir)))
     os.replace(partial, out)  # a stopped pack leaves the previous archive whole
@@ -526,14 +521,12 @@ def _pack_file(tar, path: Path, arcname: str) -> None:
     import io
     import tarfile
 
-    from mario_apo.logger import read_metrics
-
-    if path.name != "metrics.jsonl":
+    if path.name != RunFiles(path.parent).metrics.name:
         tar.add(path, arcname=arcname)
         return
     lines = []
     for record in read_metrics(path):
-        if "charts/SPS" in record:  # an update's line (episode and population lines are kept whole)
+        if is_update_record(record):  # an update's line (episode and population lines are kept whole)
             record = {key: value for key, value in record.items() if key in PACKED_UPDATE_KEYS}
         lines.append(json.dumps(record) + "\n")
     data = "".join(lines).encode()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import random
 import time
 from collections.abc import Iterator
@@ -27,21 +26,20 @@ import torch
 from tqdm import tqdm
 
 from mario_apo.anchors import Hub, make_anchoring
-from mario_apo.checkpoint import CHECKPOINT, load_checkpoint, rng_states, save_checkpoint, set_rng_states
+from mario_apo.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from mario_apo.config import RunConfig
 from mario_apo.device import resolve_device
-from mario_apo.errors import CheckpointError, NonFiniteLoss, TrainingError
+from mario_apo.episodes import RECENT_EPISODES, EpisodeEnd
+from mario_apo.errors import CheckpointError, NonFiniteLoss, TrainingError, first_line
 from mario_apo.evaluate import evaluate, evaluate_final_policy
 from mario_apo.logger import RunLogger
 from mario_apo.normalize import Normalizer
-from mario_apo.ppo import EpisodeEnd, Rollout, compute_gae, ppo_update
-from mario_apo.runs import read_run_record
+from mario_apo.ppo import Rollout, compute_gae, ppo_update
+from mario_apo.runs import RunFiles, read_run_record, write_json
 from mario_apo.seeding import SeedStreams
 from mario_apo.stopping import StopFlag, StopRequest
 from mario_apo.tasks import EnvGroups, parse_task
 from models.actor_critic import act, make_model
-
-RECENT_EPISODES = 100
 
 
 class RecentEpisode(NamedTuple):
@@ -167,13 +165,13 @@ class Trainer:
     """One run's parts, and the phases of an update as methods."""
 
     def __init__(self, cfg: RunConfig, run_dir: Path, resume: bool, hub: Hub | None = None):
-        self.cfg, self.run_dir = cfg, run_dir
+        self.cfg, self.run_dir, self.files = cfg, run_dir, RunFiles(run_dir)
         self.task = parse_task(cfg.task)
         self.frames_per_step = cfg.env.frame_skip if self.task.is_mario else 1  # NES frames per agent step
         ppo = cfg.ppo
         self.streams = SeedStreams(cfg.seed)
         seed_everything(self.streams, cfg.torch_threads)
-        checkpoint = load_checkpoint(run_dir / CHECKPOINT, self.task.name) if resume else None
+        checkpoint = load_checkpoint(self.files.checkpoint, self.task.name) if resume else None
 
         self.device = resolve_device(cfg.device)
         self.envs = EnvGroups(self.task, cfg.env, ppo.num_envs)
@@ -186,7 +184,7 @@ class Trainer:
             self.state = TrainState()
             if checkpoint is not None:
                 self._restore(checkpoint)
-                (run_dir / "summary.json").unlink(missing_ok=True)  # a resumed run is unfinished again
+                self.files.summary.unlink(missing_ok=True)  # a resumed run is unfinished again
 
             self.logger = RunLogger(run_dir, read_run_record(run_dir), self.state.global_step if resume else None)
             obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
@@ -201,7 +199,6 @@ class Trainer:
             )
             self.timer = StageTimer()
             self.final_eval: dict | None = None
-            self.episode_discounted_returns, self.episode_discounts = np.zeros(ppo.num_envs), np.ones(ppo.num_envs)
             # Resumed envs start fresh episodes (emulator state is not checkpointed) from fresh
             # seeds, so a resumed run does not replay its first episodes.
             self.next_obs = self.envs.reset(self.streams.env_seeds(ppo.num_envs, start_update=self.state.update))
@@ -216,8 +213,7 @@ class Trainer:
             self.model.load_state_dict(checkpoint["model"])
             self.optimizer.load_state_dict(checkpoint["optimizer"])
         except (RuntimeError, ValueError, KeyError) as err:
-            first_line = str(err).splitlines()[0]
-            raise CheckpointError(f"checkpoint in {self.run_dir} does not fit this model: {first_line}") from None
+            raise CheckpointError(f"checkpoint in {self.run_dir} does not fit this model: {first_line(err)}") from None
         self.anchoring.load_state_dict(checkpoint["anchors"])
         self.normalizer.load_state_dict(checkpoint.get("normalizer"))
         set_rng_states(checkpoint["rng"])
@@ -282,13 +278,8 @@ class Trainer:
         with self.timer("bookkeeping"):
             envs_in_group = self.envs.slices[group]
             self.state.global_step += len(rewards)
-            # each open episode's sum of gamma^t r_t, of the env's rewards (no bootstrap): an anchor rank
-            self.episode_discounted_returns[envs_in_group] += self.episode_discounts[envs_in_group] * rewards
-            self.episode_discounts[envs_in_group] *= self.cfg.ppo.gamma
-            discounted_returns = self.episode_discounted_returns[envs_in_group].copy()
+            self.rollout.env_rewards[step, envs_in_group] = torch.from_numpy(rewards)
             ended = terminated | truncated
-            self.episode_discounted_returns[envs_in_group][ended] = 0.0
-            self.episode_discounts[envs_in_group][ended] = 1.0
             self.normalizer.observe(self.next_obs[group])
             rewards = torch.as_tensor(self.normalizer.reward(rewards, ended, envs_in_group), dtype=torch.float32)
             # Truncation is not termination: bootstrap with V(final observation).
@@ -299,8 +290,7 @@ class Trainer:
                     rewards[cut] += self.cfg.ppo.gamma * self.model(final_obs.to(self.device))[1].cpu()
             self.rollout.rewards[step, envs_in_group] = rewards
             self.rollout.episode_ends[step, envs_in_group] = torch.as_tensor(ended, dtype=torch.float32)
-            ends = finished_episodes(infos, truncated & ~terminated, discounted_returns, step, envs_in_group.start)
-            for episode in ends:
+            for episode in EpisodeEnd.ended_at(infos, truncated & ~terminated, step, envs_in_group.start):
                 self._episode_ended(episode)
 
     def _episode_ended(self, episode: EpisodeEnd) -> None:
@@ -418,7 +408,7 @@ class Trainer:
     def save(self) -> None:
         state = self.state
         save_checkpoint(
-            self.run_dir / CHECKPOINT,
+            self.files.checkpoint,
             {
                 "task": self.task.name,
                 "algo": self.cfg.algo,
@@ -461,35 +451,7 @@ class Trainer:
         }
         if not summary["interrupted"]:  # the suite runner skips finished runs
             try:
-                (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+                write_json(self.files.summary, summary)
             except OSError as err:
-                raise TrainingError(f"could not write {self.run_dir / 'summary.json'} ({err})") from None
+                raise TrainingError(f"could not write {self.files.summary} ({err})") from None
         return summary
-
-
-def finished_episodes(
-    infos: dict[str, Any], truncated: np.ndarray, discounted_returns: np.ndarray, step: int, first_env: int
-) -> list[EpisodeEnd]:
-    """The episodes that ended at this step of a group whose first env is ``first_env``.
-
-    :param truncated: per env of the group, whether its episode was truncated (not terminated)
-    :param discounted_returns: per env of the group, its episode's discounted return so far
-    """
-    if "final_info" not in infos:
-        return []
-    episodes, mask = infos["final_info"]["episode"], infos["final_info"]["_episode"]
-    sticky_seeds = episodes.get("sticky_seed")
-    return [
-        EpisodeEnd(
-            step=step,
-            env=first_env + int(i),
-            episode_return=float(episodes["r"][i]),
-            length=int(episodes["l"][i]),
-            success=bool(episodes["success"][i]),
-            max_x=int(episodes["max_x"][i]),
-            truncated=bool(truncated[i]),
-            sticky_seed=None if sticky_seeds is None else int(sticky_seeds[i]),
-            discounted_return=float(discounted_returns[i]),
-        )
-        for i in np.flatnonzero(mask)
-    ]

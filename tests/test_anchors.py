@@ -10,7 +10,7 @@ import torch
 
 from mario_apo.anchors import AnchorBuffer, anchor_kl
 from mario_apo.config import AnchorConfig
-from mario_apo.ppo import EpisodeEnd
+from mario_apo.episodes import EpisodeEnd
 from mario_apo.runs import create_run
 from mario_apo.tasks import make_env, parse_task
 from mario_apo.train import train
@@ -44,24 +44,23 @@ def test_forward_kl_gradient_pulls_pi_toward_p_best():
     torch.testing.assert_close(torch.softmax(logits, -1), best_logprobs.exp(), atol=1e-3, rtol=0)
 
 
-def feed_episode(
-    buffer: AnchorBuffer, env: int, length: int, ret: float, success: bool = False, update: int = 0, gamma: float = 0.99
-):
+def feed_episode(buffer: AnchorBuffer, env: int, length: int, ret: float, success: bool = False, update: int = 0):
     """Record a synthetic episode of ``length`` steps on ``env`` as one rollout (vector obs), its return
     paid at the last step; the other envs idle in long episodes of their own."""
     num_envs = len(buffer._open)
     obs = np.broadcast_to(np.arange(length, dtype=np.float32)[:, None, None], (length, num_envs, 3))
     logprobs = np.log(np.full((length, num_envs, 2), 0.5, dtype=np.float32))
     actions = np.zeros((length, num_envs), dtype=np.int64)
-    discounted = gamma ** (length - 1) * ret
-    ended = [EpisodeEnd(length - 1, env, ret, length, success, max_x=0, discounted_return=discounted)]
-    return buffer.record_rollout(obs, logprobs, actions, ended, update)
+    rewards = np.zeros((length, num_envs))
+    rewards[-1, env] = ret
+    ended = [EpisodeEnd(length - 1, env, ret, length, success, max_x=0)]
+    return buffer.record_rollout(obs, logprobs, actions, rewards, ended, update)
 
 
 def test_top_k_admission_keeps_the_best_and_the_first_of_ties():
     # return + older: the rule of every result before 0.3
     cfg = AnchorConfig(anchors=2, anchor_rank="return", anchor_ties="older")
-    buffer = AnchorBuffer(cfg, num_envs=1, frame_stack=None, rng=np.random.default_rng(0))
+    buffer = AnchorBuffer(cfg, num_envs=1, frame_stack=None, rng=np.random.default_rng(0), gamma=0.99)
     for ret in (1.0, 5.0, 3.0, 2.0):
         feed_episode(buffer, 0, 4, ret)
     assert [a.episode_return for a in buffer.anchors] == [5.0, 3.0]
@@ -74,7 +73,11 @@ def test_top_k_admission_keeps_the_best_and_the_first_of_ties():
 @pytest.mark.parametrize("ties, kept", [("older", [1, 2]), ("newer", [3, 4])])
 def test_equal_successes_keep_the_older_or_the_newer_as_configured(ties, kept):
     buffer = AnchorBuffer(
-        AnchorConfig(anchors=2, anchor_ties=ties), num_envs=1, frame_stack=None, rng=np.random.default_rng(0)
+        AnchorConfig(anchors=2, anchor_ties=ties),
+        num_envs=1,
+        frame_stack=None,
+        rng=np.random.default_rng(0),
+        gamma=0.99,
     )
     for _ in range(4):  # four successes of equal return (0/1 rewards)
         feed_episode(buffer, 0, 10, 1.0, success=True)
@@ -83,20 +86,22 @@ def test_equal_successes_keep_the_older_or_the_newer_as_configured(ties, kept):
 
 def test_discounted_rank_prefers_the_faster_success_and_keeps_return_order_otherwise():
     cfg = AnchorConfig(anchors=1, anchor_rank="discounted")
-    buffer = AnchorBuffer(cfg, num_envs=1, frame_stack=None, rng=np.random.default_rng(0))
+    buffer = AnchorBuffer(cfg, num_envs=1, frame_stack=None, rng=np.random.default_rng(0), gamma=0.99)
     feed_episode(buffer, 0, 40, 1.0, success=True)
     feed_episode(buffer, 0, 25, 1.0, success=True)  # the same return, reached sooner
     feed_episode(buffer, 0, 30, 1.0, success=True)
     assert [a.length for a in buffer.anchors] == [25]
     legacy = AnchorConfig(anchors=1, anchor_rank="return", anchor_ties="older")
-    by_return = AnchorBuffer(legacy, num_envs=1, frame_stack=None, rng=np.random.default_rng(0))
+    by_return = AnchorBuffer(legacy, num_envs=1, frame_stack=None, rng=np.random.default_rng(0), gamma=0.99)
     for length in (40, 25, 30):
         feed_episode(by_return, 0, length, 1.0, success=True)
     assert [a.length for a in by_return.anchors] == [40]  # return + older: the first success stays (0.2's rule)
 
 
 def test_anchor_metrics_show_the_anchors_own_entropy_length_and_successes():
-    buffer = AnchorBuffer(AnchorConfig(anchors=3), num_envs=1, frame_stack=None, rng=np.random.default_rng(0))
+    buffer = AnchorBuffer(
+        AnchorConfig(anchors=3), num_envs=1, frame_stack=None, rng=np.random.default_rng(0), gamma=0.99
+    )
     feed_episode(buffer, 0, 10, 1.0, success=True)
     feed_episode(buffer, 0, 30, 0.5)
     metrics = buffer.metrics(update=0)
@@ -106,7 +111,11 @@ def test_anchor_metrics_show_the_anchors_own_entropy_length_and_successes():
 
 def test_success_admission_rejects_failed_episodes():
     buffer = AnchorBuffer(
-        AnchorConfig(anchors=4, anchor_admit="success"), num_envs=1, frame_stack=None, rng=np.random.default_rng(0)
+        AnchorConfig(anchors=4, anchor_admit="success"),
+        num_envs=1,
+        frame_stack=None,
+        rng=np.random.default_rng(0),
+        gamma=0.99,
     )
     feed_episode(buffer, 0, 3, 10.0, success=False)
     feed_episode(buffer, 0, 3, 1.0, success=True)
@@ -117,7 +126,11 @@ def test_memory_cap_evicts_the_worst():
     # one 100-step episode: 100 x (3 obs + 2 logprobs) x 4 B + 100 x 8 B actions = 2,800 B
     cap_mb = 2.5 * 2800 / 2**20
     buffer = AnchorBuffer(
-        AnchorConfig(anchors=8, anchor_max_mb=cap_mb), num_envs=1, frame_stack=None, rng=np.random.default_rng(0)
+        AnchorConfig(anchors=8, anchor_max_mb=cap_mb),
+        num_envs=1,
+        frame_stack=None,
+        rng=np.random.default_rng(0),
+        gamma=0.99,
     )
     for ret in (1.0, 4.0, 2.0, 3.0):
         feed_episode(buffer, 0, 100, ret)
@@ -126,7 +139,9 @@ def test_memory_cap_evicts_the_worst():
 
 
 def test_episodes_are_recorded_per_env_and_whole_across_rollouts():
-    buffer = AnchorBuffer(AnchorConfig(anchors=4), num_envs=2, frame_stack=None, rng=np.random.default_rng(0))
+    buffer = AnchorBuffer(
+        AnchorConfig(anchors=4), num_envs=2, frame_stack=None, rng=np.random.default_rng(0), gamma=0.99
+    )
     logprobs = np.log(np.full((4, 2, 2), 0.5, np.float32))
     # three 4-step rollouts; env 1's episode ends at step 1 of the third (10 steps in all), env 0 never ends
     for update in range(3):
@@ -136,7 +151,7 @@ def test_episodes_are_recorded_per_env_and_whole_across_rollouts():
         ended = (
             [EpisodeEnd(step=1, env=1, episode_return=7.0, length=10, success=False, max_x=0)] if update == 2 else []
         )
-        buffer.record_rollout(obs, logprobs, actions, ended, update)
+        buffer.record_rollout(obs, logprobs, actions, np.zeros((4, 2)), ended, update)
     (anchor,) = buffer.anchors
     assert anchor.length == 10 and anchor.actions.tolist() == [t % 2 for t in range(10)]
     np.testing.assert_array_equal(anchor.frames[:, 0], np.arange(10))
@@ -149,7 +164,7 @@ def test_stored_frames_restack_to_the_observations_seen(env_cfg):
     env = make_env(parse_task("mario:1-1"), env_cfg)
     obs, _ = env.reset(seed=0)
     seen = []
-    buffer = AnchorBuffer(AnchorConfig(anchors=1), num_envs=1, frame_stack=4, rng=np.random.default_rng(0))
+    buffer = AnchorBuffer(AnchorConfig(anchors=1), num_envs=1, frame_stack=4, rng=np.random.default_rng(0), gamma=0.99)
     logprobs = np.log(np.full((12, 1, 7), 1 / 7, np.float32))
     actions = np.array([[hold_right_and_jump(t)] for t in range(12)])
     for t in range(12):
@@ -157,7 +172,7 @@ def test_stored_frames_restack_to_the_observations_seen(env_cfg):
         obs, _, _, _, _ = env.step(int(actions[t, 0]))
     env.close()
     ended = [EpisodeEnd(step=11, env=0, episode_return=1.0, length=12, success=False, max_x=0)]
-    buffer.record_rollout(np.stack(seen)[:, None], logprobs, actions, ended, update=0)
+    buffer.record_rollout(np.stack(seen)[:, None], logprobs, actions, np.zeros((12, 1)), ended, update=0)
     anchor = buffer.anchors[0]
     assert anchor.frames.shape == (12, 84, 84)  # the newest frame only
     np.testing.assert_array_equal(buffer.stacked_obs(anchor, np.arange(12)), np.stack(seen))

@@ -10,11 +10,11 @@ import sys
 import pytest
 import torch
 
-from mario_apo.checkpoint import CHECKPOINT, load_checkpoint
+from mario_apo.checkpoint import load_checkpoint
 from mario_apo.device import resolve_device
 from mario_apo.errors import UsageError
 from mario_apo.evaluate import policy_from_checkpoint
-from mario_apo.runs import create_run
+from mario_apo.runs import RunFiles, create_run
 from mario_apo.train import train
 from models.actor_critic import act, make_model
 
@@ -86,13 +86,13 @@ def _train_then_resume(tmp_path, first: str, second: str) -> tuple[dict, dict]:
     """Train 512 CartPole steps on ``first``, resume to 1,024 on ``second``; both checkpoints."""
     done = run_train(tmp_path, f"--task cartpole --total-steps 512 --seed 4 --device {first} --name r")
     assert done.returncode == 0, done.stderr
-    before = load_checkpoint(tmp_path / "r" / CHECKPOINT)
+    before = load_checkpoint(RunFiles(tmp_path / "r").checkpoint)
     command = [*TRAIN, "--resume", str(tmp_path / "r")]
     done = subprocess.run(
         command + ["--total-steps", "1024", "--device", second], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
-    return before, load_checkpoint(tmp_path / "r" / CHECKPOINT)
+    return before, load_checkpoint(RunFiles(tmp_path / "r").checkpoint)
 
 
 @pytest.mark.slow
@@ -126,6 +126,6 @@ def test_training_on_the_gpu_puts_model_rollout_and_anchors_there(tmp_path):
     cfg = tiny_run_config(tmp_path, task="cartpole", algo="apo", total_steps=1024, device="cuda")
     summary = train(cfg, create_run(cfg))
     assert summary["updates"] == cfg.ppo.num_updates and not summary["interrupted"]
-    state = load_checkpoint(tmp_path / cfg.log.name / CHECKPOINT)
+    state = load_checkpoint(RunFiles(tmp_path / cfg.log.name).checkpoint)
     model, _ = policy_from_checkpoint(cfg, state, tmp_path, torch.device("cuda"))
     assert next(model.parameters()).is_cuda
