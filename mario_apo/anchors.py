@@ -258,19 +258,20 @@ class AnchorBuffer:
         # Before the first frame, FrameStackObservation pads with the reset frame.
         return anchor.frames[np.maximum(steps[:, None] + offsets[None, :], 0)]
 
-    def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """``batch_size`` states drawn uniformly over all anchor steps: (obs, p_best log-probs)."""
+    def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``batch_size`` states drawn uniformly over all anchor steps: (obs, p_best log-probs, actions taken)."""
         if self._sample_index is None:
             self._sample_index = np.concatenate(
                 [np.stack([np.full(a.length, k), np.arange(a.length)], 1) for k, a in enumerate(self.anchors)]
             )
         picks = self._sample_index[self.rng.integers(len(self._sample_index), size=batch_size)]
-        obs, logprobs = [], []
+        obs, logprobs, actions = [], [], []
         for k in np.unique(picks[:, 0]):
             steps = picks[picks[:, 0] == k, 1]
             obs.append(self.stacked_obs(self.anchors[k], steps))
             logprobs.append(self.anchors[k].logprobs[steps])
-        return np.concatenate(obs), np.concatenate(logprobs)
+            actions.append(self.anchors[k].actions[steps])
+        return np.concatenate(obs), np.concatenate(logprobs), np.concatenate(actions)
 
     def metrics(self, update: int) -> dict[str, float]:
         metrics = {"anchor/count": len(self.anchors), "anchor/mb": self.nbytes / 2**20}
@@ -387,10 +388,13 @@ class Anchoring(NoAnchoring):
     def loss(self, model: nn.Module, terms: dict[str, torch.Tensor]) -> torch.Tensor | float:
         if not self.buffer or self.beta == 0:
             return 0.0  # nothing computed: the update stays bit-for-bit PPO's
-        anchor_obs, best_logprobs = self.buffer.sample(self.cfg.anchor_batch)
+        anchor_obs, best_logprobs, actions = self.buffer.sample(self.cfg.anchor_batch)
         device = model_device(model)
         logits, _ = model(torch.from_numpy(self.obs_transform(anchor_obs)).to(device))
-        terms["anchor/kl"] = anchor_kl(torch.from_numpy(best_logprobs).to(device), logits, self.cfg.anchor_kl)
+        if self.cfg.anchor_target == "taken":  # KL(one-hot || pi) is the cross-entropy -log pi(a_t|s_t)
+            terms["anchor/kl"] = F.cross_entropy(logits, torch.from_numpy(actions).to(device))
+        else:
+            terms["anchor/kl"] = anchor_kl(torch.from_numpy(best_logprobs).to(device), logits, self.cfg.anchor_kl)
         return self.beta * terms["anchor/kl"]
 
     def metrics(self, update: int) -> dict[str, float]:

@@ -28,8 +28,8 @@ from tqdm import tqdm
 
 from mario_apo.bench_jobs import first_solved, machine_record, quiet_run_config, run_jobs
 from mario_apo.config import EnvConfig
-from mario_apo.logger import read_metrics
-from mario_apo.runs import create_run
+from mario_apo.logger import is_update_record, read_metrics
+from mario_apo.runs import RunFiles, create_run
 from mario_apo.tasks import Task, make_env, make_vec_env
 from mario_apo.train import train
 from wrappers.mario import SuperMarioBrosEnv, action_bytes
@@ -185,8 +185,8 @@ def ours_job(job: dict) -> dict:
         start = time.perf_counter()
         train(cfg, create_run(cfg))
         wall = time.perf_counter() - start
-        metrics = list(read_metrics(Path(tmp) / cfg.log.name / "metrics.jsonl"))
-    updates = [m for m in metrics if "charts/SPS" in m]
+        metrics = list(read_metrics(RunFiles(Path(tmp) / cfg.log.name).metrics))
+    updates = [m for m in metrics if is_update_record(m)]
     evals = [m for m in metrics if "eval/mean_return" in m]
     wall -= sum(m["eval/seconds"] for m in evals)  # as for SB3: training time only
     steps = cfg.ppo.num_updates * cfg.ppo.batch_size
@@ -303,10 +303,10 @@ def bench_population(task: str, steps: int, seed: int, out_dir: Path) -> dict:
                 raise RuntimeError(f"bench population: {side} failed:\n{err.decode()[-3000:]}")
         run_dirs = [out_dir / "independent-0", out_dir / "independent-1"]
         if side == "shared":
-            run_dirs = [out_dir / "shared" / f"learner-{i}" for i in (0, 1)]
+            run_dirs = [RunFiles(out_dir / "shared").learner(i) for i in (0, 1)]
         learners = []
         for run_dir in run_dirs:
-            last = [r for r in read_metrics(run_dir / "metrics.jsonl") if "charts/train_seconds" in r][-1]
+            last = [r for r in read_metrics(RunFiles(run_dir).metrics) if "charts/train_seconds" in r][-1]
             learners.append(
                 {
                     "steps": last["global_step"],

@@ -20,6 +20,7 @@ from wrappers.mario import ACTION_SETS
 ALGOS = ("ppo", "apo")
 BETA_SCHEDULES = ("constant", "linear-decay", "linear-warmup")
 ANCHOR_KL_DIRECTIONS = ("forward", "reverse")
+ANCHOR_TARGETS = ("recorded", "taken")
 ANCHOR_ADMIT = ("top", "success")
 ANCHOR_RANKS = ("return", "discounted")
 ANCHOR_TIES = ("older", "newer")
@@ -177,6 +178,13 @@ class AnchorConfig(Recorded):
         "forward",
         "forward: KL(p_best || pi_theta) (the spec's choice, mode-covering); reverse: KL(pi_theta || p_best)",
         choices=ANCHOR_KL_DIRECTIONS,
+    )
+    anchor_target: str = option(
+        "recorded",
+        "what the anchor term pulls toward: recorded (p_best, the behaviour distribution when the episode was "
+        "collected: the spec) or taken (the action taken at each anchor step, a one-hot target: the term is "
+        "then -log pi(a_t|s_t), imitation of the anchored episode)",
+        choices=ANCHOR_TARGETS,
     )
     anchor_max_mb: float = option(
         256.0, "memory cap of the anchor buffer in MB; the lowest-return anchors are evicted first", bound="positive"

@@ -228,6 +228,10 @@ def resolve_run_config(args: argparse.Namespace) -> RunConfig:
     check_device_spec(cfg.device)
     check_rollout_fits(cfg)
     check_population_flags(args, cfg.algo)
+    if cfg.anchor.anchor_target == "taken" and cfg.anchor.anchor_kl == "reverse":
+        raise UsageError(
+            "--anchor-target taken is a one-hot target, where KL(pi || one-hot) is infinite: use --anchor-kl forward"
+        )
     if cfg.ppo.norm_obs and task.is_mario:
         raise UsageError("--norm-obs standardises vector observations; Mario's frames are scaled to [0, 1] by the CNN")
     return cfg

@@ -199,7 +199,7 @@ class Learner:
             for leftover in (files.metrics, files.anchors, files.summary):
                 leftover.unlink(missing_ok=True)
         if resume:
-            print(f"learner-{self.index}: resuming from its checkpoint", file=sys.stderr, flush=True)
+            print(f"{run_dir.name}: resuming from its checkpoint", file=sys.stderr, flush=True)
         hub = None if self.hub is None else HubClient(self.hub, self.index)
         with RunLock(run_dir):
             return train(cfg, run_dir, resume=resume, stop=self.stop, hub=hub)

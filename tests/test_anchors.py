@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from mario_apo.anchors import AnchorBuffer, anchor_kl
-from mario_apo.config import AnchorConfig
+from mario_apo.anchors import AnchorBuffer, anchor_kl, make_anchoring
+from mario_apo.config import AnchorConfig, RunConfig
 from mario_apo.episodes import EpisodeEnd
 from mario_apo.runs import create_run
 from mario_apo.tasks import make_env, parse_task
 from mario_apo.train import train
+from models.actor_critic import make_model
 
 from conftest import hold_right_and_jump
 
@@ -176,8 +177,8 @@ def test_stored_frames_restack_to_the_observations_seen(env_cfg):
     anchor = buffer.anchors[0]
     assert anchor.frames.shape == (12, 84, 84)  # the newest frame only
     np.testing.assert_array_equal(buffer.stacked_obs(anchor, np.arange(12)), np.stack(seen))
-    sampled, sampled_logprobs = buffer.sample(16)
-    assert sampled.shape == (16, 4, 84, 84) and sampled_logprobs.shape == (16, 7)
+    sampled, sampled_logprobs, sampled_actions = buffer.sample(16)
+    assert sampled.shape == (16, 4, 84, 84) and sampled_logprobs.shape == (16, 7) and sampled_actions.shape == (16,)
 
 
 @pytest.mark.slow
@@ -238,3 +239,34 @@ def test_runs_recorded_before_the_ranking_options_resume_with_the_rule_they_used
     (run_dir / "config.json").write_text(json.dumps(record))
     anchor = load_run_config(run_dir).anchor
     assert (anchor.anchor_rank, anchor.anchor_ties) == ("return", "older")
+
+
+@pytest.mark.parametrize("target", ["recorded", "taken"])
+def test_the_anchor_target_is_p_best_or_the_taken_action(target):
+    """One anchored CartPole episode, every step in the same state: the term is KL(p_best || pi) there
+    (recorded), or -log pi(a_t|s_t) of the action taken (taken), whatever states are sampled."""
+    cfg = RunConfig.for_task("cartpole", "apo", num_envs=1, anchors=1, beta=0.5, anchor_target=target)
+    task = parse_task("cartpole")
+    anchoring = make_anchoring(cfg, task, np.random.default_rng(0), lambda obs: obs)
+    state = np.array([0.1, -0.2, 0.03, 0.4], np.float32)
+    p_best = np.log(np.array([[0.3, 0.7]], np.float32))
+    anchoring.buffer.record_rollout(
+        np.broadcast_to(state, (6, 1, 4)),
+        np.broadcast_to(p_best, (6, 1, 2)),
+        np.ones((6, 1), np.int64),  # action 1 at every step
+        np.ones((6, 1)),
+        [EpisodeEnd(step=5, env=0, episode_return=6.0, length=6, success=False, max_x=0)],
+        update=1,
+    )
+    env = make_env(task, cfg.env)
+    model = make_model(env.observation_space, env.action_space)
+    env.close()
+    terms = {}
+    loss = anchoring.loss(model, terms)
+    logprobs = torch.log_softmax(model(torch.from_numpy(state[None]))[0], -1)[0].detach()
+    if target == "taken":
+        expected = -logprobs[1]
+    else:
+        expected = (torch.from_numpy(p_best[0]).exp() * (torch.from_numpy(p_best[0]) - logprobs)).sum()
+    assert terms["anchor/kl"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(0.5 * expected.item(), rel=1e-5)
