@@ -21,11 +21,11 @@ from torch import nn
 
 from mario_apo import stats
 from mario_apo.bench_jobs import first_solved, machine_record, quiet_run_config, run_jobs
-from mario_apo.checkpoint import CHECKPOINT, load_checkpoint
+from mario_apo.checkpoint import load_checkpoint
 from mario_apo.config import EnvConfig, ppo_defaults
 from mario_apo.device import resolve_device
 from mario_apo.evaluate import evaluate, policy_from_checkpoint
-from mario_apo.runs import create_run
+from mario_apo.runs import RunFiles, create_run
 from mario_apo.tasks import Task, make_env, parse_task
 from mario_apo.train import train
 
@@ -135,7 +135,7 @@ def parity_job(job: dict) -> dict:
             cfg = quiet_run_config(job, tmp, device="cpu")  # both implementations get the same eval below
             run_dir = create_run(cfg)
             train(cfg, run_dir)
-            model, obs_transform = policy_from_checkpoint(cfg, load_checkpoint(run_dir / CHECKPOINT), Path(tmp))
+            model, obs_transform = policy_from_checkpoint(cfg, load_checkpoint(RunFiles(run_dir).checkpoint), Path(tmp))
         else:
             envs = DummyVecEnv([functools.partial(make_env, task, EnvConfig())] * ppo.num_envs)
             if ppo.norm_obs or ppo.norm_reward:
