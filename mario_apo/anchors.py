@@ -1,31 +1,23 @@
-"""APO = PPO + this module: the anchor buffer, the anchor KL, and the one object the loop talks to.
+"""APO = PPO + this module: the anchor buffer, the anchor KL, and ``Anchoring``, the loop's hooks
+(``mario_apo.hooks``) for APO.
 
 The buffer keeps the K highest-return episodes seen so far (the *anchors*). For
 every step of an anchor it holds the observation and the behaviour policy's
 log-probabilities *at collection time* (``p_best``, never recomputed), plus the
 action taken, so an anchored Mario episode can be replayed on the emulator.
 
-Where APO enters the training loop (``mario_apo.train``): the loop holds one
-``Anchoring`` (APO) or ``NoAnchoring`` (PPO: every hook does nothing) and calls it
-
-1. ``start_update``: once per update, sets this update's beta from the schedule;
-2. ``record``: after each rollout, records every env's steps (the rollout storage
-   holds the full behaviour log-probs) and offers each episode that ended;
-3. ``loss``: inside ``ppo_update``, once per minibatch, ``beta * KL(p_best || pi_theta)``
-   on a fresh sample of anchor states, added to PPO's loss (0 for PPO, and 0 with
-   beta 0 or no anchors yet, so APO is then exactly PPO);
-4. ``metrics``, ``state_dict``/``load_state_dict``, ``save_files`` (anchors.json beside
-   each checkpoint) and ``log_media`` (the best anchor's replay video): bookkeeping.
-
-Episodes are recorded per env across rollout boundaries, so an episode longer
-than one rollout is still admitted whole. Frame-stacked observations are stored
-as their newest frame only (4x less memory) and re-stacked on sampling, with
-the same first-frame padding gymnasium's ``FrameStackObservation`` uses.
+Through the hooks: ``start_update`` sets this update's beta from the schedule;
+``record`` records every env's steps of the rollout (``mario_apo.recorder``: whole
+episodes across rollout boundaries, frame stacks as their newest frame) and offers each
+episode that ended; ``loss``, once per PPO minibatch, is ``beta * KL(p_best || pi_theta)``
+(or, with ``--anchor-target taken``, ``beta * -log pi(a_t|s_t)``) on a fresh sample of
+anchor states (0 with beta 0 or no anchors yet, so APO is then exactly PPO); the rest is
+bookkeeping: metrics, checkpoint state, anchors.json and the best anchor's replay video
+(``mario_apo.anchor_files``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,12 +30,12 @@ from torch import nn
 from mario_apo.anchor_files import write_anchor_index, write_best_anchor_video
 from mario_apo.config import AnchorConfig, RunConfig
 from mario_apo.episodes import EpisodeEnd
+from mario_apo.hooks import NoHooks, ObsTransform
 from mario_apo.logger import RunLogger
 from mario_apo.ppo import Rollout
+from mario_apo.recorder import Chunk, EpisodeRecorder, joined, restack
 from mario_apo.tasks import Task
 from models.actor_critic import model_device
-
-ObsTransform = Callable[[np.ndarray], np.ndarray]
 
 
 def anchor_kl(best_logprobs: torch.Tensor, logits: torch.Tensor, direction: str = "forward") -> torch.Tensor:
@@ -122,8 +114,7 @@ class AnchorBuffer:
         self.gamma = gamma
         self.anchors: list[Anchor] = []
         self.rng = rng
-        # per env, the chunks (frames, logprobs, actions, env rewards) of its episode so far
-        self._open: list[list[tuple[np.ndarray, ...]]] = [[] for _ in range(num_envs)]
+        self.recorder = EpisodeRecorder(num_envs, frame_stack)
         self._episodes_seen = 0
         self._last_order = 0  # the order stamped on the last episode offered to the ranking
         self._sample_index: np.ndarray | None = None
@@ -147,32 +138,19 @@ class AnchorBuffer:
         :param rewards: (steps, envs) float64 rewards as the env returned them (no normalisation, no bootstrap)
         :param episodes: the episodes that ended in the rollout, in the order they ended
         """
-        frames = obs[:, :, -1] if self.frame_stack else obs
-        num_steps = len(actions)
-        first_open_step = [0] * len(self._open)  # per env: the first step not yet recorded
-
-        def keep(env: int, stop: int) -> None:
-            # copies: the rollout's storage is overwritten by the next rollout
-            steps = slice(first_open_step[env], stop)
-            chunk = (frames[steps, env], logprobs[steps, env], actions[steps, env], rewards[steps, env])
-            self._open[env].append(tuple(part.copy() for part in chunk))
-            first_open_step[env] = stop
-
         admitted = []
-        for episode in episodes:
-            keep(episode.env, episode.step + 1)
-            anchor = self._close(self._open[episode.env], episode, update)
-            self._open[episode.env] = []
+
+        def close(chunks: list[Chunk], episode: EpisodeEnd) -> None:
+            anchor = self._close(chunks, episode, update)
             if anchor is not None:
                 admitted.append(anchor)
-        for env in range(len(self._open)):
-            if first_open_step[env] < num_steps:
-                keep(env, num_steps)
+
+        self.recorder.record_rollout(obs, logprobs, actions, rewards, episodes, close)
         return admitted
 
     def reset_open_episodes(self) -> None:
         """Drop partly recorded episodes (the envs were reset, e.g. on resume)."""
-        self._open = [[] for _ in self._open]
+        self.recorder.reset()
 
     def rank_key(self, value: float, order: int) -> tuple[float, int]:
         """Sort key, best first: the higher rank value, then the tie rule (older: the smaller order first,
@@ -203,7 +181,7 @@ class AnchorBuffer:
         self._last_order = max([self._last_order] + [a.order for a in anchors])
         self._sample_index = None
 
-    def _discounted_return(self, chunks) -> float:
+    def _discounted_return(self, chunks: list[Chunk]) -> float:
         """The episode's sum of gamma^t r_t, step by step in float64 (the order of the operations is part of
         the ranking: anchors.json and resumed runs stay identical)."""
         discounted, discount = 0.0, 1.0
@@ -212,7 +190,7 @@ class AnchorBuffer:
             discount *= self.gamma
         return discounted
 
-    def _close(self, chunks, episode: EpisodeEnd, update: int) -> Anchor | None:
+    def _close(self, chunks: list[Chunk], episode: EpisodeEnd, update: int) -> Anchor | None:
         self._episodes_seen += 1
         if self.cfg.anchor_admit == "success" and not episode.success:
             return None
@@ -222,7 +200,7 @@ class AnchorBuffer:
             self.anchors[-1]
         ):
             return None  # it would rank below the worst anchor (arrays are built only for episodes that enter)
-        frames, logprobs, actions, _ = (np.concatenate(parts) for parts in zip(*chunks, strict=True))
+        frames, logprobs, actions, _ = joined(chunks)
         anchor = Anchor(
             frames=frames,
             logprobs=logprobs.astype(np.float32),
@@ -252,11 +230,7 @@ class AnchorBuffer:
 
     def stacked_obs(self, anchor: Anchor, steps: np.ndarray) -> np.ndarray:
         """Observations at ``steps`` of an anchor, re-stacked from stored frames."""
-        if not self.frame_stack:
-            return anchor.frames[steps]
-        offsets = np.arange(-self.frame_stack + 1, 1)
-        # Before the first frame, FrameStackObservation pads with the reset frame.
-        return anchor.frames[np.maximum(steps[:, None] + offsets[None, :], 0)]
+        return restack(anchor.frames, steps, self.frame_stack)
 
     def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``batch_size`` states drawn uniformly over all anchor steps: (obs, p_best log-probs, actions taken)."""
@@ -317,36 +291,7 @@ def anchors_from_state(state: dict[str, Any]) -> list[Anchor]:
     return anchors
 
 
-class NoAnchoring:
-    """PPO: the loop's APO hooks, all doing nothing (see the module docstring for where each is called)."""
-
-    def start_update(self, run_fraction: float) -> None:
-        """Set this update's beta; ``run_fraction`` in [0, 1) is how far the run is."""
-
-    def record(self, rollout: Rollout, update: int) -> None:
-        """Record a finished rollout's steps and offer the episodes that ended in it."""
-
-    def loss(self, model: nn.Module, terms: dict[str, torch.Tensor]) -> torch.Tensor | float:
-        """The term added to a minibatch's PPO loss."""
-        return 0.0
-
-    def metrics(self, update: int) -> dict[str, float]:
-        return {}
-
-    def state_dict(self) -> dict[str, Any] | None:
-        return None
-
-    def load_state_dict(self, state: dict[str, Any] | None) -> None:
-        pass
-
-    def save_files(self, run_dir: Path) -> None:
-        """Files written beside each checkpoint."""
-
-    def log_media(self, run_dir: Path, logger: RunLogger, global_step: int, update: int) -> None:
-        """Media logged after an update's metrics."""
-
-
-class Anchoring(NoAnchoring):
+class Anchoring(NoHooks):
     """APO: the anchor buffer, the beta schedule and the anchor KL term."""
 
     def __init__(self, cfg: RunConfig, task: Task, rng: np.random.Generator, obs_transform: ObsTransform):
@@ -466,15 +411,3 @@ class Hub(Protocol):
     def sync(self, offers: list[Anchor], version: int) -> tuple[int, list[Anchor] | None, int]:
         """Offer episodes; get the hub's version, its top K if newer than ``version`` (else None), and
         how many of the offers it took."""
-
-
-def make_anchoring(
-    cfg: RunConfig, task: Task, rng: np.random.Generator, obs_transform: ObsTransform, hub: Hub | None = None
-) -> NoAnchoring:
-    """The run's anchoring: ``Anchoring`` for APO (``SharedAnchoring`` with a population's hub), the
-    do-nothing ``NoAnchoring`` for PPO."""
-    if cfg.algo != "apo":
-        return NoAnchoring()
-    if hub is None:
-        return Anchoring(cfg, task, rng, obs_transform)
-    return SharedAnchoring(cfg, task, rng, obs_transform, hub)

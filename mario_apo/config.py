@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from mario_apo.errors import TaskError
 from wrappers.mario import ACTION_SETS
 
-ALGOS = ("ppo", "apo")
+ALGOS = ("ppo", "apo", "sil")
 BETA_SCHEDULES = ("constant", "linear-decay", "linear-warmup")
 ANCHOR_KL_DIRECTIONS = ("forward", "reverse")
 ANCHOR_TARGETS = ("recorded", "taken")
@@ -192,6 +192,26 @@ class AnchorConfig(Recorded):
 
 
 @dataclass
+class SILConfig(Recorded):
+    """PPO + Self-Imitation Learning's additions (``--algo sil``; ignored otherwise). Defaults: the
+    published code's A2C+SIL settings (``mario_apo.sil`` says which and where from)."""
+
+    sil_coef: float = option(1.0, "weight of the SIL loss; 0 makes --algo sil exactly PPO", bound="non_negative")
+    sil_updates: int = option(
+        4,
+        "M: SIL minibatches per PPO update, each added to one of the update's first M minibatch steps",
+        bound="positive",
+    )
+    sil_batch: int = option(512, "replay steps per SIL minibatch", bound="positive")
+    sil_value_coef: float = option(0.01, "beta_sil: weight of SIL's value term", bound="non_negative")
+    sil_alpha: float = option(0.6, "replay prioritisation exponent on (R - V)+ (0: uniform)", bound="non_negative")
+    sil_beta: float = option(0.1, "importance-sampling exponent of the prioritised replay", bound="non_negative")
+    sil_max_mb: float = option(
+        256.0, "memory cap of SIL's replay in MB; the oldest episodes are evicted first", bound="positive"
+    )
+
+
+@dataclass
 class LogConfig:
     """Where and how a run is recorded."""
 
@@ -232,7 +252,9 @@ class LogConfig:
 class RunConfig:
     """Everything one training run needs; ``config.json`` in the run dir."""
 
-    algo: str = option("apo", "ppo, or apo (Anchored Policy Optimization)", choices=ALGOS)
+    algo: str = option(
+        "apo", "ppo, apo (Anchored Policy Optimization) or sil (PPO + Self-Imitation Learning)", choices=ALGOS
+    )
     task: str = "mario:1-1:dense"
     """The canonical task string (set from --level/--reward or --task)."""
     seed: int = option(
@@ -247,6 +269,7 @@ class RunConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     anchor: AnchorConfig = field(default_factory=AnchorConfig)
+    sil: SILConfig = field(default_factory=SILConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -255,13 +278,14 @@ class RunConfig:
     @classmethod
     def for_task(cls, task: str, algo: str = "apo", seed: int = 1, **settings: Any) -> RunConfig:
         """A run built in code (benchmarks, tests) as the flags build one: the task family's PPO defaults,
-        then ``settings`` by field name (PPO, APO, log, env, then the run's own fields).
+        then ``settings`` by field name (PPO, APO, SIL, log, env, then the run's own fields).
 
         :param task: a canonical task string (``mario:1-1:dense``, ``cartpole``): its family is its first part
         """
         cfg = cls(algo=algo, task=task, seed=seed, ppo=ppo_defaults(task.partition(":")[0]))
         for name, value in settings.items():
-            part = next((part for part in (cfg.ppo, cfg.anchor, cfg.log, cfg.env, cfg) if hasattr(part, name)), None)
+            parts = (cfg.ppo, cfg.anchor, cfg.sil, cfg.log, cfg.env, cfg)
+            part = next((part for part in parts if hasattr(part, name)), None)
             if part is None:
                 raise TypeError(f"no run setting named {name!r}")
             setattr(part, name, value)
@@ -278,6 +302,7 @@ class RunConfig:
             env=EnvConfig.from_record(data["env"]),
             ppo=PPOConfig(**data["ppo"]),
             anchor=AnchorConfig.from_record(data["anchor"]),
+            sil=SILConfig.from_record(data.get("sil", {})),  # runs recorded before SIL existed have none
             log=LogConfig(**data["log"]),
         )
 

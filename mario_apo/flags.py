@@ -15,7 +15,16 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from mario_apo.config import FAMILY_DEFAULTS, AnchorConfig, EnvConfig, LogConfig, PPOConfig, RunConfig, ppo_defaults
+from mario_apo.config import (
+    FAMILY_DEFAULTS,
+    AnchorConfig,
+    EnvConfig,
+    LogConfig,
+    PPOConfig,
+    RunConfig,
+    SILConfig,
+    ppo_defaults,
+)
 from mario_apo.device import check_device_spec
 from mario_apo.errors import UsageError
 from mario_apo.tasks import parse_task
@@ -195,7 +204,8 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
         "Default: a local Ray instance",
     )
     add_config_flags(parser.add_argument_group("PPO (defaults per task family; the README has the table)"), PPOConfig)
-    add_config_flags(parser.add_argument_group("APO (ignored with --algo ppo)"), AnchorConfig)
+    add_config_flags(parser.add_argument_group("APO (--algo apo only)"), AnchorConfig)
+    add_config_flags(parser.add_argument_group("SIL (--algo sil only)"), SILConfig)
     add_config_flags(parser.add_argument_group("logging and checkpoints"), LogConfig)
     add_env_flags(parser)
 
@@ -222,12 +232,18 @@ def resolve_run_config(args: argparse.Namespace) -> RunConfig:
         )
     task = parse_task(requested_task(args) or "mario:1-1")
     cfg = RunConfig(task=task.name, ppo=ppo_defaults(task.family))
-    for part in (cfg, cfg.env, cfg.ppo, cfg.anchor, cfg.log):
+    for part in (cfg, cfg.env, cfg.ppo, cfg.anchor, cfg.sil, cfg.log):
         apply_flags(args, part)
     cfg.env.validate()
     check_device_spec(cfg.device)
     check_rollout_fits(cfg)
     check_population_flags(args, cfg.algo)
+    steps_per_update = cfg.ppo.update_epochs * cfg.ppo.num_minibatches
+    if cfg.algo == "sil" and cfg.sil.sil_updates > steps_per_update:
+        raise UsageError(
+            f"--sil-updates {cfg.sil.sil_updates}: SIL adds one minibatch to each of an update's first M PPO steps, "
+            f"and an update has {steps_per_update} (update_epochs x num_minibatches)"
+        )
     if cfg.anchor.anchor_target == "taken" and cfg.anchor.anchor_kl == "reverse":
         raise UsageError(
             "--anchor-target taken is a one-hot target, where KL(pi || one-hot) is infinite: use --anchor-kl forward"

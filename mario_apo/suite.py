@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from mario_apo.config import ALGOS
 from mario_apo.errors import SuiteError, TaskError, UsageError
 from mario_apo.flags import resolve_run_config, train_parser
 from mario_apo.logger import is_update_record, read_metrics
@@ -118,8 +119,8 @@ def load_suite(path: Path) -> Suite:
         except TaskError as err:
             raise SuiteError(f"{path}: {err}") from None
     for label, flags in suite.algos.items():
-        if flags.get("algo") not in ("ppo", "apo"):
-            raise SuiteError(f'{path}: [algos.{label}] needs algo = "ppo" or "apo"')
+        if flags.get("algo") not in ALGOS:
+            raise SuiteError(f"{path}: [algos.{label}] needs algo = one of {', '.join(map(repr, ALGOS))}")
     _check_flags(suite)
     return suite
 

@@ -4,10 +4,11 @@
 ``update_policy`` -> ``log_update`` -> ``maybe_checkpoint``. ``Trainer`` holds the
 run's parts (envs, model, optimizer, rollout storage, logger, counters).
 
-APO enters only through ``trainer.anchoring`` (``mario_apo.anchors``): its
-``start_update`` in ``apply_schedules``, its ``record`` after each rollout, its
-``loss`` inside ``ppo_update``, and its metrics, checkpoint state and files. For
-PPO it is a ``NoAnchoring`` whose hooks do nothing.
+APO and SIL enter only through ``trainer.hooks`` (``mario_apo.hooks``; ``make_hooks``
+picks ``mario_apo.anchors`` or ``mario_apo.sil``): its ``start_update`` in
+``apply_schedules``, its ``record`` after each rollout, its ``loss`` inside
+``ppo_update``, and its metrics, checkpoint state and files. For PPO it is a
+``NoHooks`` whose hooks do nothing.
 """
 
 from __future__ import annotations
@@ -25,20 +26,22 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mario_apo.anchors import Hub, make_anchoring
+from mario_apo.anchors import Anchoring, Hub, SharedAnchoring
 from mario_apo.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from mario_apo.config import RunConfig
 from mario_apo.device import resolve_device
 from mario_apo.episodes import RECENT_EPISODES, EpisodeEnd
 from mario_apo.errors import CheckpointError, NonFiniteLoss, TrainingError, first_line
 from mario_apo.evaluate import evaluate, evaluate_final_policy
+from mario_apo.hooks import NoHooks, ObsTransform
 from mario_apo.logger import RunLogger
 from mario_apo.normalize import Normalizer
 from mario_apo.ppo import Rollout, compute_gae, ppo_update
 from mario_apo.runs import RunFiles, read_run_record, write_json
 from mario_apo.seeding import SeedStreams
+from mario_apo.sil import SelfImitation
 from mario_apo.stopping import StopFlag, StopRequest
-from mario_apo.tasks import EnvGroups, parse_task
+from mario_apo.tasks import EnvGroups, Task, parse_task
 from models.actor_critic import act, make_model
 
 
@@ -122,8 +125,9 @@ def train(
                 clip_coef = trainer.apply_schedules(run_fraction=(update - 1) / ppo.num_updates)
 
                 trainer.collect_rollout()
-                with trainer.timer("anchors"):  # APO: offer the episodes that ended (a population: sync the hub)
-                    trainer.anchoring.record(trainer.rollout, update)
+                # APO, SIL: record the rollout's episodes (a population: sync the hub); the stage keeps APO's name
+                with trainer.timer("anchors"):
+                    trainer.hooks.record(trainer.rollout, update)
                 metrics = trainer.update_policy(clip_coef)
 
                 metrics = trainer.log_update(metrics, clip_coef, seconds=time.perf_counter() - update_start)
@@ -142,6 +146,23 @@ def train(
     finally:
         progress.close()
     return trainer.summary()
+
+
+def make_hooks(
+    cfg: RunConfig, task: Task, rng: np.random.Generator, obs_transform: ObsTransform, hub: Hub | None = None
+) -> NoHooks:
+    """The run's hooks: APO's ``Anchoring`` (``SharedAnchoring`` with a population's hub), SIL's
+    ``SelfImitation``, or PPO's ``NoHooks``.
+
+    :param rng: their own generator (torch's is left alone, so a weight of 0 stays bit-for-bit PPO)
+    """
+    if cfg.algo == "sil":
+        return SelfImitation(cfg, task, rng, obs_transform)
+    if cfg.algo != "apo":
+        return NoHooks()
+    if hub is None:
+        return Anchoring(cfg, task, rng, obs_transform)
+    return SharedAnchoring(cfg, task, rng, obs_transform, hub)
 
 
 def show_progress(progress: tqdm, steps: int, metrics: dict[str, float]) -> None:
@@ -180,7 +201,7 @@ class Trainer:
             self.model = make_model(obs_space, action_space).to(self.device)
             self.normalizer = Normalizer(obs_space.shape, ppo.num_envs, ppo.gamma, ppo.norm_obs, ppo.norm_reward)
             self.optimizer = torch.optim.Adam(self.model.parameters(), lr=ppo.learning_rate, eps=1e-5)
-            self.anchoring = make_anchoring(cfg, self.task, self.streams.anchors(), self.normalizer.obs, hub)
+            self.hooks = make_hooks(cfg, self.task, self.streams.anchors(), self.normalizer.obs, hub)
             self.state = TrainState()
             if checkpoint is not None:
                 self._restore(checkpoint)
@@ -214,7 +235,7 @@ class Trainer:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
         except (RuntimeError, ValueError, KeyError) as err:
             raise CheckpointError(f"checkpoint in {self.run_dir} does not fit this model: {first_line(err)}") from None
-        self.anchoring.load_state_dict(checkpoint["anchors"])
+        self.hooks.load_state_dict(checkpoint["anchors"])
         self.normalizer.load_state_dict(checkpoint.get("normalizer"))
         set_rng_states(checkpoint["rng"])
         self.state = TrainState(checkpoint["global_step"], checkpoint["update"], checkpoint["episodes_done"])
@@ -227,7 +248,7 @@ class Trainer:
         ppo = self.cfg.ppo
         if ppo.anneal_lr:
             self.optimizer.param_groups[0]["lr"] = ppo.learning_rate * (1.0 - run_fraction)
-        self.anchoring.start_update(run_fraction)
+        self.hooks.start_update(run_fraction)
         return ppo.clip_coef * (1.0 - run_fraction) if ppo.anneal_clip else ppo.clip_coef
 
     def collect_rollout(self) -> None:
@@ -325,7 +346,7 @@ class Trainer:
                 ppo.gae_lambda,
             )
             return ppo_update(
-                self.model, self.optimizer, self.rollout, advantages, returns, ppo, clip_coef, self.anchoring.loss
+                self.model, self.optimizer, self.rollout, advantages, returns, ppo, clip_coef, self.hooks.loss
             )
 
     def log_update(self, metrics: dict[str, float], clip_coef: float, seconds: float) -> dict[str, float]:
@@ -341,14 +362,14 @@ class Trainer:
                 "charts/episodes": state.episodes_done,
                 **state.window_metrics(),
                 **self.timer.fractions(),
-                **self.anchoring.metrics(state.update),
+                **self.hooks.metrics(state.update),
                 "charts/train_seconds": self.timer.total,  # training time so far, without evaluation
             }
         )
         if self.cfg.log.eval_every and state.update % self.cfg.log.eval_every == 0:
             metrics.update(self.evaluate())
         self.logger.log(state.global_step, metrics)
-        self.anchoring.log_media(self.run_dir, self.logger, state.global_step, state.update)
+        self.hooks.log_media(self.run_dir, self.logger, state.global_step, state.update)
         return metrics
 
     def evaluate(self) -> dict[str, float]:
@@ -418,12 +439,12 @@ class Trainer:
                 "recent_episodes": [tuple(episode) for episode in state.recent],
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
-                "anchors": self.anchoring.state_dict(),
+                "anchors": self.hooks.state_dict(),  # APO's anchors or SIL's replay (the key predates SIL)
                 "normalizer": self.normalizer.state_dict(),
                 "rng": rng_states(),
             },
         )
-        self.anchoring.save_files(self.run_dir)
+        self.hooks.save_files(self.run_dir)
 
     # ---- the end ------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mario_apo.anchors import AnchorBuffer, anchor_kl, make_anchoring
+from mario_apo.anchors import AnchorBuffer, Anchoring, anchor_kl
 from mario_apo.config import AnchorConfig, RunConfig
 from mario_apo.episodes import EpisodeEnd
 from mario_apo.runs import create_run
@@ -48,7 +48,7 @@ def test_forward_kl_gradient_pulls_pi_toward_p_best():
 def feed_episode(buffer: AnchorBuffer, env: int, length: int, ret: float, success: bool = False, update: int = 0):
     """Record a synthetic episode of ``length`` steps on ``env`` as one rollout (vector obs), its return
     paid at the last step; the other envs idle in long episodes of their own."""
-    num_envs = len(buffer._open)
+    num_envs = len(buffer.recorder.open)
     obs = np.broadcast_to(np.arange(length, dtype=np.float32)[:, None, None], (length, num_envs, 3))
     logprobs = np.log(np.full((length, num_envs, 2), 0.5, dtype=np.float32))
     actions = np.zeros((length, num_envs), dtype=np.int64)
@@ -157,7 +157,10 @@ def test_episodes_are_recorded_per_env_and_whole_across_rollouts():
     assert anchor.length == 10 and anchor.actions.tolist() == [t % 2 for t in range(10)]
     np.testing.assert_array_equal(anchor.frames[:, 0], np.arange(10))
     # env 1's next episode starts at step 2 of that rollout
-    assert sum(len(chunk[2]) for chunk in buffer._open[1]) == 2 and sum(len(c[2]) for c in buffer._open[0]) == 12
+    assert (
+        sum(len(chunk[2]) for chunk in buffer.recorder.open[1]) == 2
+        and sum(len(c[2]) for c in buffer.recorder.open[0]) == 12
+    )
 
 
 @pytest.mark.slow
@@ -247,7 +250,7 @@ def test_the_anchor_target_is_p_best_or_the_taken_action(target):
     (recorded), or -log pi(a_t|s_t) of the action taken (taken), whatever states are sampled."""
     cfg = RunConfig.for_task("cartpole", "apo", num_envs=1, anchors=1, beta=0.5, anchor_target=target)
     task = parse_task("cartpole")
-    anchoring = make_anchoring(cfg, task, np.random.default_rng(0), lambda obs: obs)
+    anchoring = Anchoring(cfg, task, np.random.default_rng(0), lambda obs: obs)
     state = np.array([0.1, -0.2, 0.03, 0.4], np.float32)
     p_best = np.log(np.array([[0.3, 0.7]], np.float32))
     anchoring.buffer.record_rollout(

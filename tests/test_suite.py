@@ -79,7 +79,7 @@ def test_matrix_expansion_and_commands(tmp_path):
     "edit, valid",
     [
         (lambda t: t.replace('tasks = ["cartpole"]', 'tasks = ["mario:9-9"]'), "valid levels"),
-        (lambda t: t.replace('algo = "ppo"', 'algo = "dqn"'), 'needs algo = "ppo" or "apo"'),
+        (lambda t: t.replace('algo = "ppo"', 'algo = "dqn"'), "needs algo = one of 'ppo', 'apo', 'sil'"),
         (lambda t: t.replace("seeds = [1, 2]\n", ""), "lacks seeds"),
         (lambda t: "bogus = 1\n" + t, "unknown keys"),
         (lambda t: t + "\nbetta = 1\n", "unrecognized arguments: --betta"),
