@@ -32,6 +32,8 @@ from mario_apo.stats import wilson_interval
 from mario_apo.tasks import Task, make_env, parse_task
 
 DEFAULT_TARGETS = (0.3, 0.1, 0.03, 0.01, 0.003)
+DEFAULT_OUT = Path("experiments/results/calibration")
+"""Where the committed calibrations live (reports read the random policy's numbers from there)."""
 
 
 @dataclass

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from mario_apo import __version__
-from mario_apo.calibrate import DEFAULT_TARGETS, calibrate_level, write_calibration
+from mario_apo.calibrate import DEFAULT_OUT, DEFAULT_TARGETS, calibrate_level, write_calibration
 from mario_apo.cli_bench import add_bench_commands
 from mario_apo.cli_suite import add_suite_commands
 from mario_apo.config import EnvConfig
@@ -322,8 +322,8 @@ def add_calibrate_command(commands: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--seed", type=int, default=0, help="seed of the episodes and actions. Default: 0")
     calibrate.add_argument(
         "--out",
-        default="experiments/results/calibration",
-        help="output folder. Default: experiments/results/calibration",
+        default=str(DEFAULT_OUT),
+        help=f"output folder. Default: {DEFAULT_OUT}",
     )
     add_env_flags(calibrate)
 

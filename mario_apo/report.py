@@ -21,8 +21,10 @@ import numpy as np
 from mario_apo import stats
 from mario_apo.episodes import RECENT_EPISODES
 from mario_apo.logger import is_update_record, read_metrics
+from mario_apo.report_progress import progress_section
 from mario_apo.runs import RunFiles, read_json, write_json
-from mario_apo.suite import RunSpec, Suite, expand
+from mario_apo.suite import RunSpec, Suite, expand, run_config
+from mario_apo.tasks import parse_task
 
 WINDOWS = 20
 """Learning-curve windows per run: success rate among the episodes that ended in each."""
@@ -48,6 +50,7 @@ class RunData:
     episode_success: np.ndarray
     final_eval: dict | None  # summary.json's final-policy evaluation (None: the run predates it)
     diagnostics: dict[str, float]  # the last value of each DIAGNOSTICS metric the run logged
+    episode_max_x: np.ndarray  # furthest x of each episode (Mario; 0 elsewhere)
 
     @property
     def first_success_step(self) -> int | None:
@@ -82,7 +85,7 @@ def forgot(curve: np.ndarray) -> bool:
 
 
 def load_run(run_dir: Path, spec: RunSpec) -> RunData:
-    steps, returns, episode_steps, episode_returns, episode_success = [], [], [], [], []
+    steps, returns, episode_steps, episode_returns, episode_success, episode_max_x = [], [], [], [], [], []
     diagnostics: dict[str, float] = {}
     files = RunFiles(run_dir)
     for record in read_metrics(files.metrics):
@@ -94,6 +97,7 @@ def load_run(run_dir: Path, spec: RunSpec) -> RunData:
             episode_steps.append(record["global_step"])
             episode_returns.append(record["charts/episodic_return"])
             episode_success.append(bool(record["charts/success"]))
+            episode_max_x.append(record.get("charts/max_x", 0))
     returns = np.array(returns, dtype=float)
     # before the first episode ends there is no return to average: carry the first one back
     if np.isnan(returns).all():
@@ -110,6 +114,7 @@ def load_run(run_dir: Path, spec: RunSpec) -> RunData:
         np.array(episode_success, dtype=bool),
         summary.get("final_eval") or None,
         diagnostics,
+        np.array(episode_max_x, dtype=int),
     )
 
 
@@ -239,6 +244,12 @@ def write_report(suite: Suite, out_dir: Path | None = None) -> Path:
         lines += _diagnostics_table(task_runs)
         lines += _curve_figure(task, task_runs, edges, out_dir, plt, summary["tasks"][task]["success_curves"])
         lines += _episode_figure(runs, task, labels, out_dir, plt)
+        if parse_task(task).is_mario and parse_task(task).reward == "dense":
+            env_cfg = run_config(suite, RunSpec(task, labels[0], suite.seeds[0])).env
+            section, summary["tasks"][task]["progress"] = progress_section(
+                task, task_runs, env_cfg, suite.total_steps, out_dir, plt
+            )
+            lines += section
 
     if tasks:
         scores = {

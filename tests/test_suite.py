@@ -327,3 +327,36 @@ def test_a_verdict_needs_spread_between_seeds():
     )
     assert _verdict(difference([0.0, 0.0])) == "no detectable difference"
     assert _verdict(difference([0.3, 0.32, 0.28, 0.31, 0.29])) == "higher (both intervals exclude 0)"
+
+
+def test_the_progress_section_windows_max_x_and_flags_beside_the_calibrated_random_policy(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mario_apo.config import EnvConfig
+    from mario_apo.report import RunData
+    from mario_apo.report_progress import progress_section, random_policy_progress, windowed
+    from mario_apo.suite import RunSpec
+
+    random = random_policy_progress("1-1", EnvConfig())  # the committed calibration's settings are the defaults
+    assert random is not None and 600 < random["mean_max_x"] < 900 and random["episodes"] == 1000
+    assert random_policy_progress("1-1", EnvConfig(sticky_actions=0.0)) is None  # other settings: no reference
+    steps = np.array([10, 20, 60, 90])
+    np.testing.assert_array_equal(windowed(steps, np.array([1.0, 3.0, 5.0, 7.0]), np.array([0, 50, 100])), [2, 6])
+
+    def run(seed, max_x, flags):
+        spec = RunSpec("mario:1-1:dense", "ppo", seed)
+        final = {"sampled": {"mean_max_x": 900.0, "success_rate": 0.01}}
+        n = len(max_x)
+        return RunData(spec, steps, np.zeros(4), steps, np.zeros(n), np.array(flags), final, {}, np.array(max_x))
+
+    runs = {"ppo": [run(1, [400, 600, 800, 3200], [0, 0, 0, 1]), run(2, [500, 700, 900, 1000], [0, 0, 0, 0])]}
+    lines, numbers = progress_section("mario:1-1:dense", runs, EnvConfig(), 100, tmp_path, plt)
+    algo = numbers["algos"]["ppo"]
+    assert algo["flags"] == [1, 0] and algo["episodes"] == [4, 4]
+    # window (0, 5]: no episode ended in any run; (5, 10]: the first episode of each run
+    assert np.isnan(algo["mean_max_x"][0]) and algo["mean_max_x"][1] == 450.0
+    assert any(line.startswith("| 100 | ") for line in lines) and (tmp_path / "progress-mario-1-1-dense.png").exists()
+    assert f"mean max x {random['mean_max_x']:.0f}" in "\n".join(lines)
