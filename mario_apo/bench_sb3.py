@@ -72,7 +72,10 @@ def sb3_ppo(task: Task, envs, seed: int, device: str = "cpu"):
         gamma=ppo.gamma,
         gae_lambda=ppo.gae_lambda,
         ent_coef=ppo.ent_coef,
-        vf_coef=0.5,  # SB3's value loss is the MSE; ours is 0.5 x MSE with vf_coef 1 where zoo has 0.5
+        # SB3's value loss is the MSE, ours 0.5 x MSE: on the classic tasks SB3 gets the zoo's 0.5; on
+        # Mario, where there is no zoo setting, our own loss exactly (and our value clipping)
+        vf_coef=0.5 * ppo.vf_coef if task.is_mario else 0.5,
+        clip_range_vf=ppo.clip_coef if task.is_mario and ppo.clip_vloss else None,
         max_grad_norm=ppo.max_grad_norm,
         seed=seed,
         device=device,
@@ -124,8 +127,8 @@ def sb3_train_job(job: dict) -> dict:
 
 
 def parity_job(job: dict) -> dict:
-    """Train one implementation's PPO on a classic task with the family's (rl-zoo's) settings, then
-    evaluate its final policy with our ``evaluate`` on the same episode seeds for both implementations."""
+    """Train one implementation's PPO with the family's settings (rl-zoo's on the classic tasks, ours on
+    Mario), then evaluate its final policy with our ``evaluate`` on the same episode seeds for both."""
     task = parse_task(job["task"])
     ppo = ppo_defaults(task.family)
     ppo.total_steps = job["total_steps"]
@@ -137,7 +140,8 @@ def parity_job(job: dict) -> dict:
             train(cfg, run_dir)
             model, obs_transform = policy_from_checkpoint(cfg, load_checkpoint(RunFiles(run_dir).checkpoint), Path(tmp))
         else:
-            envs = DummyVecEnv([functools.partial(make_env, task, EnvConfig())] * ppo.num_envs)
+            vec = SubprocVecEnv if task.is_mario else DummyVecEnv  # the emulator in worker processes, as ours
+            envs = vec([functools.partial(make_env, task, EnvConfig())] * ppo.num_envs)
             if ppo.norm_obs or ppo.norm_reward:
                 envs = VecNormalize(envs, norm_obs=ppo.norm_obs, norm_reward=ppo.norm_reward, gamma=ppo.gamma)
             sb3 = sb3_ppo(task, envs, job["seed"])
@@ -153,6 +157,7 @@ def parity_job(job: dict) -> dict:
             )
             result[f"{policy}_success"] = outcome["success_rate"]
             result[f"{policy}_return"] = outcome["mean_return"]
+            result[f"{policy}_max_x"] = outcome["mean_max_x"]
     return result
 
 
@@ -180,12 +185,17 @@ def bench_parity(steps: dict[str, int], seeds: list[int], episodes: int, greedy_
     tasks = {}
     for task, total in steps.items():
         row = {"total_steps": total, "seeds": seeds}
+        # Mario's flag is rare at any budget this box allows: how far the policy gets is the metric there
+        metric = "max_x" if parse_task(task).is_mario else "success"
         for policy in ("sampled", "greedy"):
-            ours, sb3 = ([r[f"{policy}_success"] for r in results if (r["task"], r["impl"]) == (task, impl)]
-                         for impl in ("ours", "sb3"))  # fmt: skip
-            difference = stats.paired_difference_ci(ours, sb3)
-            row[policy] = {"ours": ours, "sb3": sb3, "ours_minus_sb3": difference, "n": len(seeds)}
-        row["met"] = row["sampled"]["ours_minus_sb3"][2] >= 0  # the interval includes or exceeds 0
+            for name in ("success", "max_x") if metric == "max_x" else ("success",):
+                ours, sb3 = ([r[f"{policy}_{name}"] for r in results if (r["task"], r["impl"]) == (task, impl)]
+                             for impl in ("ours", "sb3"))  # fmt: skip
+                difference = stats.paired_difference_ci(ours, sb3)
+                key = policy if name == "success" else f"{policy}_max_x"
+                row[key] = {"ours": ours, "sb3": sb3, "ours_minus_sb3": difference, "n": len(seeds)}
+        # the interval includes or exceeds 0
+        row["met"] = row["sampled" if metric == "success" else "sampled_max_x"]["ours_minus_sb3"][2] >= 0
         tasks[task] = row
     return {
         "machine": machine_record(),
@@ -198,16 +208,17 @@ def bench_parity(steps: dict[str, int], seeds: list[int], episodes: int, greedy_
 def format_parity_table(result: dict) -> str:
     episodes = result["episodes"]
     lines = [
-        f"bench parity: final-policy success, {episodes['sampled']} sampled and {episodes['greedy']} greedy "
-        "episodes per run; ours - SB3 paired by seed, 95% bootstrap CI"
+        f"bench parity: final-policy success (and on Mario mean max x), {episodes['sampled']} sampled and "
+        f"{episodes['greedy']} greedy episodes per run; ours - SB3 paired by seed, 95% bootstrap CI"
     ]
     for task, row in result["tasks"].items():
-        for policy in ("sampled", "greedy"):
-            cell = row[policy]
+        for key in [k for k in ("sampled", "greedy", "sampled_max_x", "greedy_max_x") if k in row]:
+            cell, digits = row[key], 0 if key.endswith("max_x") else 2
             mean, low, high = cell["ours_minus_sb3"]
+            ours, sb3 = np.mean(cell["ours"]), np.mean(cell["sb3"])
             lines.append(
-                f"  {task:<12} {policy:<8} ours {np.mean(cell['ours']):.2f}  SB3 {np.mean(cell['sb3']):.2f}  "
-                f"ours - SB3 {mean:+.2f} [{low:+.2f}, {high:+.2f}] (n={cell['n']})"
+                f"  {task:<16} {key:<14} ours {ours:.{digits}f}  SB3 {sb3:.{digits}f}  "
+                f"ours - SB3 {mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}] (n={cell['n']})"
             )
         lines.append(f"  bar {task}: ours not worse than SB3: {'met' if row['met'] else 'MISSED'}")
     return "\n".join(lines)

@@ -87,6 +87,13 @@ def _add_parity_bench(benches: argparse._SubParsersAction) -> None:
         "--mountaincar-steps", type=int, default=500_000, help="steps per MountainCar run (0: skip). Default: 500000"
     )
     parity.add_argument(
+        "--mario-steps",
+        type=int,
+        default=0,
+        help="agent steps per Mario 1-1 (dense) run, our Mario defaults for both (0: skip; hours per seed on a "
+        "2-core box). Metric: the final policy's mean max x (and flag rate). Default: 0",
+    )
+    parity.add_argument(
         "--seeds", type=positive_int, default=10, help="seeds 1..N per task and implementation. Default: 10"
     )
     parity.add_argument(
@@ -171,9 +178,12 @@ def run_bench_parity(args: argparse.Namespace) -> None:
     require_sb3("parity")
     from mario_apo.bench_sb3 import bench_parity, format_parity_table
 
-    steps = {task: n for task, n in (("cartpole", args.cartpole_steps), ("mountaincar", args.mountaincar_steps)) if n}
+    budgets = (("cartpole", args.cartpole_steps), ("mountaincar", args.mountaincar_steps))
+    steps = {task: n for task, n in (*budgets, ("mario:1-1:dense", args.mario_steps)) if n}
     if not steps or min(steps.values()) < 0:
-        raise UsageError("--cartpole-steps and --mountaincar-steps are step budgets >= 0, and one must be > 0")
+        raise UsageError("--cartpole-steps, --mountaincar-steps and --mario-steps are budgets >= 0; one must be > 0")
+    if steps.get("mario:1-1:dense", 1024) < 1024:
+        raise UsageError(f"--mario-steps {args.mario_steps} is less than one Mario rollout (8 envs x 128 = 1024)")
     result = bench_parity(steps, list(range(1, args.seeds + 1)), args.episodes, args.greedy_episodes)
     _show(result, format_parity_table(result), args.json)
 

@@ -241,6 +241,12 @@ class LogConfig:
     final_eval_greedy: int = option(
         20, "and N fresh episodes with its most probable action (0: skip)", bound="non_negative"
     )
+    final_eval_at: list[int] = option(
+        [],
+        "comma-separated agent-step budgets at which training also runs the final-policy evaluation (the "
+        "same episodes, seeds and counts): where learning starts, in one run (summary.json's budget_evals)",
+        bound="positive",
+    )
     video_every: int = option(
         100,
         "APO on Mario: video of each new best anchor (videos/, and W&B media), at most once per N updates (0: off)",

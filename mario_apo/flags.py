@@ -105,6 +105,7 @@ _TYPES: dict[tuple[str, str | None], Callable[[str], Any]] = {
     ("float", "probability"): probability,
     ("str", None): str,
     ("list[str]", None): comma_list,
+    ("list[int]", "positive"): positive_int_list,
 }
 
 
@@ -126,7 +127,7 @@ def _show(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, list):
-        return ",".join(value) or "none"
+        return ",".join(map(str, value)) or "none"
     return value if value != "" else '""'
 
 
@@ -238,6 +239,9 @@ def resolve_run_config(args: argparse.Namespace) -> RunConfig:
     check_device_spec(cfg.device)
     check_rollout_fits(cfg)
     check_population_flags(args, cfg.algo)
+    late = [budget for budget in cfg.log.final_eval_at if budget > cfg.ppo.total_steps]
+    if late:
+        raise UsageError(f"--final-eval-at {late[0]} lies past --total-steps {cfg.ppo.total_steps}")
     steps_per_update = cfg.ppo.update_epochs * cfg.ppo.num_minibatches
     if cfg.algo == "sil" and cfg.sil.sil_updates > steps_per_update:
         raise UsageError(

@@ -21,7 +21,7 @@ import numpy as np
 from mario_apo import stats
 from mario_apo.episodes import RECENT_EPISODES
 from mario_apo.logger import is_update_record, read_metrics
-from mario_apo.report_progress import progress_section
+from mario_apo.report_progress import onset_section, progress_section
 from mario_apo.runs import RunFiles, read_json, write_json
 from mario_apo.suite import RunSpec, Suite, expand, run_config
 from mario_apo.tasks import parse_task
@@ -51,6 +51,7 @@ class RunData:
     final_eval: dict | None  # summary.json's final-policy evaluation (None: the run predates it)
     diagnostics: dict[str, float]  # the last value of each DIAGNOSTICS metric the run logged
     episode_max_x: np.ndarray  # furthest x of each episode (Mario; 0 elsewhere)
+    budget_evals: dict  # summary.json's final-policy evaluations at --final-eval-at budgets (empty: none)
 
     @property
     def first_success_step(self) -> int | None:
@@ -115,6 +116,7 @@ def load_run(run_dir: Path, spec: RunSpec) -> RunData:
         summary.get("final_eval") or None,
         diagnostics,
         np.array(episode_max_x, dtype=int),
+        summary.get("budget_evals") or {},
     )
 
 
@@ -249,6 +251,9 @@ def write_report(suite: Suite, out_dir: Path | None = None) -> Path:
             section, summary["tasks"][task]["progress"] = progress_section(
                 task, task_runs, env_cfg, suite.total_steps, out_dir, plt
             )
+            lines += section
+        if any(r.budget_evals for data in task_runs.values() for r in data):
+            section, summary["tasks"][task]["budget_evals"] = onset_section(task_runs, random_policy.get(task))
             lines += section
 
     if tasks:

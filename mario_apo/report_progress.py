@@ -1,7 +1,9 @@
-"""A suite report's section for Mario's dense reward: how far along the level the training episodes got,
-per window of agent steps, beside a uniform-random policy on the same env (the level's committed
-calibration, ``mario-apo calibrate``). It answers "does PPO learn the level at all", which a
-success rate alone cannot while the flag is rarely reached.
+"""A suite report's sections on whether and when learning starts. ``progress_section``, for Mario's dense
+reward: how far along the level the training episodes got, per window of agent steps, beside a
+uniform-random policy on the same env (the level's committed calibration, ``mario-apo calibrate``); it
+answers "does PPO learn the level at all", which a success rate alone cannot while the flag is rarely
+reached. ``onset_section``: the final-policy evaluation at each ``--final-eval-at`` budget of the runs,
+beside the random policy's success rate: the budget below which a suite on the task measures nothing.
 """
 
 from __future__ import annotations
@@ -127,3 +129,31 @@ def _lines(task: str, numbers: dict, edges: np.ndarray, figure: str) -> list[str
         )
     lines += ["", f"![{task} progress]({figure})", ""]
     return lines
+
+
+def onset_section(task_runs: dict, random_policy: dict | None) -> tuple[list[str], dict]:
+    """Markdown lines and numbers: per budget, each algo's final-policy success (sampled) over seeds, with
+    a t 95% interval, beside the random policy's rate (``random_policy.json``'s entry for the task)."""
+    budgets = sorted({int(b) for data in task_runs.values() for r in data for b in r.budget_evals}, key=int)
+    numbers: dict = {}
+    random = "" if random_policy is None else f" The uniform-random policy's rate: {random_policy['success_rate']:.3f}."
+    lines = [
+        "### The onset: the final-policy evaluation at intermediate budgets",
+        "",
+        "Each run's policy at each budget, evaluated as the final policy is (the same fresh episodes); "
+        f"success rate (sampled), mean over seeds with a t 95% interval.{random}",
+        "",
+        "| budget (agent steps) | " + " | ".join(task_runs) + " |",
+        "| --- |" + " --- |" * len(task_runs),
+    ]
+    for budget in [*budgets, "final"]:
+        cells = []
+        for label, data in task_runs.items():
+            evals = [r.final_eval if budget == "final" else r.budget_evals.get(str(budget)) for r in data]
+            rates = np.array([e["sampled"]["success_rate"] for e in evals if e and "sampled" in e])
+            # a one-sample t-interval: the mean against 0
+            point, low, high = stats.paired_t_ci(rates, np.zeros_like(rates)) if rates.size > 1 else (np.nan,) * 3
+            numbers.setdefault(label, {})[str(budget)] = {"rates": rates.tolist(), "t95": [point, low, high]}
+            cells.append(f"{point:.3f} [{low:.3f}, {high:.3f}] (n={rates.size})" if rates.size > 1 else "-")
+        lines.append(f"| {budget if budget == 'final' else f'{budget:,}'} | " + " | ".join(cells) + " |")
+    return [*lines, ""], numbers

@@ -165,6 +165,8 @@ def _flags(values: dict[str, Any]) -> list[str]:
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
             args.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif isinstance(value, list):  # a list setting's flag takes its items comma-separated
+            args += [flag, ",".join(map(str, value))]
         else:
             args += [flag, str(value)]
     return args

@@ -64,6 +64,8 @@ class TrainState:
     episodes_done: int = 0
     recent: collections.deque[RecentEpisode] = field(default_factory=lambda: collections.deque(maxlen=RECENT_EPISODES))
     """The last ``RECENT_EPISODES`` finished episodes."""
+    budget_evals: dict[str, dict] = field(default_factory=dict)
+    """The final-policy evaluations run at ``--final-eval-at`` budgets so far, by budget."""
 
     def window_metrics(self) -> dict[str, float]:
         """``charts/success_rate`` and the window's mean return and max x (empty before the first episode)."""
@@ -132,6 +134,7 @@ def train(
 
                 metrics = trainer.log_update(metrics, clip_coef, seconds=time.perf_counter() - update_start)
                 show_progress(progress, ppo.batch_size, metrics)
+                trainer.evaluate_at_budgets(stop=lambda: stop.requested)
                 trainer.maybe_checkpoint(force=stop.requested)
                 if stop.requested:
                     break
@@ -240,6 +243,7 @@ class Trainer:
         set_rng_states(checkpoint["rng"])
         self.state = TrainState(checkpoint["global_step"], checkpoint["update"], checkpoint["episodes_done"])
         self.state.recent.extend(RecentEpisode(*episode) for episode in checkpoint["recent_episodes"])
+        self.state.budget_evals = checkpoint.get("budget_evals", {})
 
     # ---- one update ---------------------------------------------------------------------
 
@@ -390,35 +394,61 @@ class Trainer:
         metrics["eval/seconds"] = time.perf_counter() - start
         return metrics
 
-    def evaluate_final_policy(self, stop) -> None:
-        """The benchmark's metric (``summary.json``'s ``final_eval``): the trained policy on fresh
-        episodes, in fresh envs; the training envs are closed first, to give it their cores."""
-        log, num_envs = self.cfg.log, self.cfg.ppo.num_envs
-        episodes = {"sampled": log.final_eval_episodes, "greedy": log.final_eval_greedy}
-        if not any(episodes.values()):
-            self.final_eval = {}
-            return
-        self.envs.close()
-        self.final_eval = evaluate_final_policy(
-            self.model.eval(),
+    def _final_policy_episodes(self) -> dict[str, int]:
+        log = self.cfg.log
+        return {"sampled": log.final_eval_episodes, "greedy": log.final_eval_greedy}
+
+    def _evaluate_policy(self, stop) -> dict | None:
+        """The final-policy evaluation of the policy as it is now: the same fresh episodes every time."""
+        num_envs = self.cfg.ppo.num_envs
+        return evaluate_final_policy(
+            self.model,
             self.task,
             self.cfg.env,
-            episodes,
+            self._final_policy_episodes(),
             num_envs,
             self.streams.final_eval_seeds(num_envs + 1),
             obs_transform=self.normalizer.obs,
             stop=stop,
-            progress=log.progress,
+            progress=self.cfg.log.progress,
         )
+
+    def _headline(self, prefix: str, result: dict) -> dict[str, float]:
+        return {
+            f"{prefix}/{policy}_{key}": value
+            for policy in self._final_policy_episodes()
+            for key, value in result.get(policy, {}).items()
+            if key in ("success_rate", "mean_return", "mean_max_x")
+        }
+
+    def evaluate_at_budgets(self, stop) -> None:
+        """Once training passes each ``--final-eval-at`` budget, the final-policy evaluation there (the
+        training envs idle meanwhile): logged as ``eval_at/*`` and kept for summary.json."""
+        state = self.state
+        for budget in self.cfg.log.final_eval_at:
+            if (
+                state.global_step < budget
+                or str(budget) in state.budget_evals
+                or not any(self._final_policy_episodes().values())
+            ):
+                continue
+            result = self._evaluate_policy(stop)
+            if result is None:  # stopped: a resumed run evaluates at its next update
+                return
+            state.budget_evals[str(budget)] = {"at_step": state.global_step, **result}
+            self.logger.log(state.global_step, self._headline("eval_at", result))
+
+    def evaluate_final_policy(self, stop) -> None:
+        """The benchmark's metric (``summary.json``'s ``final_eval``): the trained policy on fresh
+        episodes, in fresh envs; the training envs are closed first, to give it their cores."""
+        if not any(self._final_policy_episodes().values()):
+            self.final_eval = {}
+            return
+        self.envs.close()
+        self.model.eval()
+        self.final_eval = self._evaluate_policy(stop)
         if self.final_eval is not None:
-            self.logger.log_summary(
-                {
-                    f"final/{policy}_{key}": value
-                    for policy in episodes
-                    for key, value in self.final_eval.get(policy, {}).items()
-                    if key in ("success_rate", "mean_return", "mean_max_x")
-                }
-            )
+            self.logger.log_summary(self._headline("final", self.final_eval))
 
     def maybe_checkpoint(self, force: bool = False) -> None:
         """Checkpoint every ``checkpoint_every`` updates, at the last update, and when ``force``d."""
@@ -437,6 +467,7 @@ class Trainer:
                 "global_step": state.global_step,
                 "episodes_done": state.episodes_done,
                 "recent_episodes": [tuple(episode) for episode in state.recent],
+                "budget_evals": state.budget_evals,
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "anchors": self.hooks.state_dict(),  # APO's anchors or SIL's replay (the key predates SIL)
@@ -470,6 +501,8 @@ class Trainer:
             "return_mean_100": window.get("charts/return_mean_100", 0.0),
             "final_eval": self.final_eval,
         }
+        if self.cfg.log.final_eval_at:
+            summary["budget_evals"] = state.budget_evals
         if not summary["interrupted"]:  # the suite runner skips finished runs
             try:
                 write_json(self.files.summary, summary)

@@ -113,3 +113,21 @@ def test_the_final_evaluation_is_reproducible_splits_episodes_over_envs_and_can_
     first = run()
     assert first == run() and first["sampled"]["episodes"] == 10 and first["greedy"]["episodes"] == 3
     assert run(stop=lambda: True) is None
+
+
+@pytest.mark.slow
+def test_final_eval_at_budgets_evaluates_the_policy_there_on_the_final_episodes(tiny_config):
+    from mario_apo.logger import read_metrics
+    from mario_apo.runs import RunFiles, create_run
+    from mario_apo.train import train
+
+    cfg = tiny_config(task="cartpole", algo="ppo", total_steps=1024, final_eval_at=[256, 512], wandb="disabled")
+    run_dir = create_run(cfg)
+    summary = train(cfg, run_dir)
+    at = summary["budget_evals"]
+    assert set(at) == {"256", "512"} and at["256"]["at_step"] >= 256 and at["512"]["at_step"] >= 512
+    assert at["256"]["sampled"]["episodes"] == cfg.log.final_eval_episodes
+    logged = [r for r in read_metrics(RunFiles(run_dir).metrics) if "eval_at/sampled_success_rate" in r]
+    assert [r["global_step"] for r in logged] == [at["256"]["at_step"], at["512"]["at_step"]]
+    # the same fresh episodes as the final evaluation: the final policy's numbers come from the same seeds
+    assert summary["final_eval"]["sampled"]["episodes"] == at["512"]["sampled"]["episodes"]

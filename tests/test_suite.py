@@ -337,7 +337,7 @@ def test_the_progress_section_windows_max_x_and_flags_beside_the_calibrated_rand
 
     from mario_apo.config import EnvConfig
     from mario_apo.report import RunData
-    from mario_apo.report_progress import progress_section, random_policy_progress, windowed
+    from mario_apo.report_progress import onset_section, progress_section, random_policy_progress, windowed
     from mario_apo.suite import RunSpec
 
     random = random_policy_progress("1-1", EnvConfig())  # the committed calibration's settings are the defaults
@@ -350,7 +350,10 @@ def test_the_progress_section_windows_max_x_and_flags_beside_the_calibrated_rand
         spec = RunSpec("mario:1-1:dense", "ppo", seed)
         final = {"sampled": {"mean_max_x": 900.0, "success_rate": 0.01}}
         n = len(max_x)
-        return RunData(spec, steps, np.zeros(4), steps, np.zeros(n), np.array(flags), final, {}, np.array(max_x))
+        budgets = {"50": {"at_step": 60, "sampled": {"success_rate": 0.1 * seed}}}
+        return RunData(
+            spec, steps, np.zeros(4), steps, np.zeros(n), np.array(flags), final, {}, np.array(max_x), budgets
+        )
 
     runs = {"ppo": [run(1, [400, 600, 800, 3200], [0, 0, 0, 1]), run(2, [500, 700, 900, 1000], [0, 0, 0, 0])]}
     lines, numbers = progress_section("mario:1-1:dense", runs, EnvConfig(), 100, tmp_path, plt)
@@ -360,3 +363,8 @@ def test_the_progress_section_windows_max_x_and_flags_beside_the_calibrated_rand
     assert np.isnan(algo["mean_max_x"][0]) and algo["mean_max_x"][1] == 450.0
     assert any(line.startswith("| 100 | ") for line in lines) and (tmp_path / "progress-mario-1-1-dense.png").exists()
     assert f"mean max x {random['mean_max_x']:.0f}" in "\n".join(lines)
+    onset_lines, onset = onset_section(runs, {"success_rate": 0.05})
+    assert onset["ppo"]["50"]["rates"] == [0.1, 0.2] and onset["ppo"]["final"]["rates"] == [0.01, 0.01]
+    assert onset["ppo"]["50"]["t95"][0] == pytest.approx(0.15) and any(
+        line.startswith("| 50 |") for line in onset_lines
+    )
