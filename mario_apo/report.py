@@ -284,7 +284,8 @@ def _intro(suite: Suite, missing: list[str], protocol: bool) -> list[str]:
         f"Budget: {suite.total_steps:,} agent steps per run, seeds {suite.seeds}. Means over seeds carry 95% "
         "bootstrap CIs; differences are paired by seed, with a t-interval and a bootstrap interval "
         f"({stats.PAIRED_REPS:,} resamples), n beside each. Learning curves: success rate among the episodes that "
-        f"ended in each of {WINDOWS} equal windows of agent steps.",
+        f"ended in each of {WINDOWS} equal windows of agent steps. After the first success in training, a run "
+        "*kept* it if its final policy still reaches the goal (sampled success > 0) and *lost* it if not.",
         "",
     ]
     if not protocol:
@@ -315,7 +316,13 @@ def _task_heading(task: str, random_policy: dict, metrics: dict) -> list[str]:
             "",
         ]
     return lines + table_header(
-        ["algo", "n", *(what for what, _ in metrics.values()), "steps to first success (median; never)", "forgot"]
+        [
+            "algo",
+            "n",
+            *(what for what, _ in metrics.values()),
+            "steps to first success (median); then kept / lost / never found",
+            "forgot",
+        ]
     )
 
 
@@ -328,12 +335,15 @@ def _algo_row(data: list[RunData], metrics: dict, edges: np.ndarray) -> dict:
     """One algo's numbers on one task, over its seeds."""
     firsts = [r.first_success_step for r in data]
     reached = [f for f in firsts if f is not None]
+    found = [r for r in data if r.first_success_step is not None]
     row = {"n": len(data)}
     row.update({name: mean_ci(np.array([score(r) for r in data])) for name, (_, score) in metrics.items()})
     row.update(
         {
             "median_steps_to_first_success": float(np.median(reached)) if reached else None,
             "never_succeeded": len(firsts) - len(reached),
+            "kept_first_success": sum(r.final_success("sampled") > 0 for r in found),
+            "lost_first_success": sum(r.final_success("sampled") == 0 for r in found),
             "forgetting_fraction": float(np.mean([forgot(r.windowed_success(edges)) for r in data])),
         }
     )
@@ -345,7 +355,8 @@ def _algo_table_line(label: str, row: dict, metrics: dict) -> str:
     first_text = f"{steps:,.0f}" if steps is not None else "-"
     cells = " | ".join(format_ci(*row[name]) for name in metrics)
     forgetting = row["forgetting_fraction"]
-    return f"| {label} | {row['n']} | {cells} | {first_text}; {row['never_succeeded']} | {forgetting:.2f} |"
+    outcome = f"{row['kept_first_success']} / {row['lost_first_success']} / {row['never_succeeded']}"
+    return f"| {label} | {row['n']} | {cells} | {first_text}; {outcome} | {forgetting:.2f} |"
 
 
 def _per_run_table(task_runs: dict[str, list[RunData]], protocol: bool) -> list[str]:

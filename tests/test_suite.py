@@ -368,3 +368,21 @@ def test_the_progress_section_windows_max_x_and_flags_beside_the_calibrated_rand
     assert onset["ppo"]["50"]["t95"][0] == pytest.approx(0.15) and any(
         line.startswith("| 50 |") for line in onset_lines
     )
+
+
+def test_a_run_that_found_the_goal_kept_it_or_lost_it_by_its_final_policy():
+    from mario_apo.report import RunData, _algo_row
+    from mario_apo.suite import RunSpec
+
+    steps = np.array([10, 20, 30])
+
+    def run(seed, successes, final_rate):
+        final = {"sampled": {"success_rate": final_rate}, "greedy": {"success_rate": 0.0}}
+        spec = RunSpec("mountaincar", "ppo", seed)
+        return RunData(spec, steps, np.zeros(3), steps, np.zeros(3), np.array(successes), final, {}, np.zeros(3), {})
+
+    data = [run(1, [0, 1, 1], 0.9), run(2, [0, 1, 0], 0.0), run(3, [0, 0, 0], 0.0)]
+    metrics = {"final_success": ("final", lambda r: r.final_success("sampled"))}
+    row = _algo_row(data, metrics, np.array([0, 15, 30]))
+    assert (row["kept_first_success"], row["lost_first_success"], row["never_succeeded"]) == (1, 1, 1)
+    assert row["median_steps_to_first_success"] == 20.0
