@@ -386,3 +386,14 @@ def test_a_run_that_found_the_goal_kept_it_or_lost_it_by_its_final_policy():
     row = _algo_row(data, metrics, np.array([0, 15, 30]))
     assert (row["kept_first_success"], row["lost_first_success"], row["never_succeeded"]) == (1, 1, 1)
     assert row["median_steps_to_first_success"] == 20.0
+
+
+def test_list_settings_and_new_arms_pass_through_a_suite_file(tmp_path):
+    from mario_apo.suite import RunSpec, run_config
+
+    text = TINY.replace('wandb = "disabled"', 'wandb = "disabled"\nfinal_eval_at = [512, 1024]\ndevice = "cuda:1"')
+    text += '\n[algos.sil]\nalgo = "sil"\nsil_batch = 64\n\n[algos.taken]\nalgo = "apo"\nanchor_target = "taken"\n'
+    suite = load_suite(write_suite(tmp_path, text))  # a GPU device loads (and reports) on a CPU machine
+    sil = run_config(suite, RunSpec("cartpole", "sil", 1))
+    assert sil.log.final_eval_at == [512, 1024] and sil.device == "cuda:1" and sil.sil.sil_batch == 64
+    assert run_config(suite, RunSpec("cartpole", "taken", 1)).anchor.anchor_target == "taken"
