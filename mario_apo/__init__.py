@@ -14,5 +14,7 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 __version__ = "0.3.0"
 
-# `gymnasium.make("mario_apo/SuperMario-v0", level="1-1", ...)`; the module loads only when an env is made.
+# `gymnasium.make("mario_apo/SuperMario-v0", level="1-1", ...)`, `gymnasium.make("mario_apo/MiniGrid-v0",
+# name="DoorKey-8x8")`; the module loads only when an env is made.
 gymnasium.register(id="mario_apo/SuperMario-v0", entry_point="mario_apo.gym_envs:make_super_mario")
+gymnasium.register(id="mario_apo/MiniGrid-v0", entry_point="mario_apo.gym_envs:make_minigrid_task")

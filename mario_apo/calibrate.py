@@ -1,4 +1,5 @@
-"""How rare is the goal? A uniform-random policy's success curve, P(max x >= X), per Mario level.
+"""How rare is the goal? A uniform-random policy's success curve, P(max x >= X), per Mario level,
+and its success rate on any other task (``calibrate_task``: a MiniGrid rung is a size or a step limit).
 
 ``mario-apo calibrate`` plays N random episodes under the exact env settings a
 training run uses (action set, frame skip, sticky actions, stall and time limits)
@@ -190,6 +191,33 @@ def calibrate_level(
             for stall in compare_stall
         }
     return record
+
+
+def calibrate_task(task: Task, episodes: int, seed: int = 0, workers: int = 1) -> dict[str, Any]:
+    """The calibration record of a task whose rungs are tasks (MiniGrid sizes and step limits): the
+    random policy's success rate with its Wilson 95% interval, and agent steps per success."""
+    env_cfg = EnvConfig()  # the env settings are Mario's; other tasks are fixed by their task string
+    played = random_episodes(task, env_cfg, episodes, seed, workers)
+    successes = sum(e.success for e in played)
+    low, high = wilson_interval(successes, episodes)
+    lengths = np.array([e.length for e in played])
+    return {
+        "task": task.name,
+        "episodes": episodes,
+        "seed": seed,
+        "successes": int(successes),
+        "rate": successes / episodes,
+        "low": low,
+        "high": high,
+        "agent_steps": int(lengths.sum()),
+        "mean_length": float(lengths.mean()),
+        "steps_per_success": float(lengths.sum() / successes) if successes else None,
+    }
+
+
+def task_calibration_path(task: Task, out_dir: Path) -> Path:
+    """``calibration-<task>.json``, the task string's colons made dashes (a task string is a name)."""
+    return out_dir / f"calibration-{task.name.replace(':', '-')}.json"
 
 
 def plot_calibration(record: dict[str, Any], path: Path) -> None:

@@ -19,7 +19,14 @@ import sys
 from pathlib import Path
 
 from mario_apo import __version__
-from mario_apo.calibrate import DEFAULT_OUT, DEFAULT_TARGETS, calibrate_level, write_calibration
+from mario_apo.calibrate import (
+    DEFAULT_OUT,
+    DEFAULT_TARGETS,
+    calibrate_level,
+    calibrate_task,
+    task_calibration_path,
+    write_calibration,
+)
 from mario_apo.cli_bench import add_bench_commands
 from mario_apo.cli_suite import add_suite_commands
 from mario_apo.config import EnvConfig
@@ -38,7 +45,7 @@ from mario_apo.flags import (
     resolve_run_config,
 )
 from mario_apo.replay import replay
-from mario_apo.runs import RunFiles, RunLock, create_run, load_run_config
+from mario_apo.runs import RunFiles, RunLock, create_run, load_run_config, write_json
 from mario_apo.tasks import parse_task, task_listing
 from mario_apo.video import VideoWriter, check_video_path
 
@@ -295,13 +302,23 @@ def run_replay(args: argparse.Namespace) -> int:
 def add_calibrate_command(commands: argparse._SubParsersAction) -> None:
     calibrate = commands.add_parser(
         "calibrate",
-        help="how rare is the goal: a uniform-random policy's P(max x >= X) per Mario level, and the rungs",
+        help="how rare is the goal: a uniform-random policy's P(max x >= X) per Mario level, and the rungs; "
+        "or its success rate per task (--task)",
         description="Play N uniform-random episodes under the env settings a training run uses and write, per "
         "level, P(max x >= X) for every X with Wilson 95%% intervals, the X nearest each target rarity "
-        "(the goal:X rungs), and a log-scale plot.",
+        "(the goal:X rungs), and a log-scale plot. With --task, per task (e.g. MiniGrid sizes): the success "
+        "rate with its Wilson 95%% interval and agent steps per success, in calibration-<task>.json.",
     )
     calibrate.set_defaults(run=run_calibrate)
     calibrate.add_argument("--level", nargs="+", default=["1-1"], metavar="W-S", help="Mario levels. Default: 1-1")
+    calibrate.add_argument(
+        "--task",
+        nargs="+",
+        default=[],
+        metavar="TASK",
+        help="calibrate these tasks instead of Mario levels (not Mario: e.g. minigrid:DoorKey-8x8 "
+        "minigrid:DoorKey-16x16:max_steps:1000; see 'mario-apo tasks'). Default: none",
+    )
     calibrate.add_argument("--episodes", type=positive_int, default=1000, help="episodes per level. Default: 1000")
     calibrate.add_argument(
         "--targets",
@@ -332,6 +349,9 @@ def run_calibrate(args: argparse.Namespace) -> None:
     env_cfg = env_config(args)
     for level in args.level:
         parse_task(f"mario:{level}")  # every level checked before hours of episodes
+    tasks = [parse_task(task) for task in args.task]
+    if any(task.is_mario for task in tasks):
+        raise UsageError("calibrate --task takes non-Mario tasks; calibrate Mario levels with --level W-S")
 
     def stop(signum, frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)
@@ -339,7 +359,17 @@ def run_calibrate(args: argparse.Namespace) -> None:
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     written = []
     try:
-        for level in args.level:
+        for task in tasks:
+            record = calibrate_task(task, args.episodes, args.seed, args.workers)
+            path = task_calibration_path(task, Path(args.out))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(path, record, indent=1)
+            written.append(task.name)
+            print(
+                f"{task.name}: success {record['rate']:.4f} [{record['low']:.4f}, {record['high']:.4f}] "
+                f"over {record['episodes']} episodes; mean length {record['mean_length']:.0f}; wrote {path}"
+            )
+        for level in [] if tasks else args.level:
             record = calibrate_level(
                 level, env_cfg, args.episodes, args.targets, args.compare_stall, args.seed, args.workers
             )
@@ -349,7 +379,7 @@ def run_calibrate(args: argparse.Namespace) -> None:
             print(f"{level}: median episode {record['median_length']:.0f} steps; rungs {rungs}; wrote {path}")
     except KeyboardInterrupt as stopped:
         # finished levels stay written; one cut short is not (fewer episodes would misstate its rarity)
-        left = ", ".join(level for level in args.level if level not in written)
+        left = ", ".join(name for name in (args.task or args.level) if name not in written)
         print(f"mario-apo: calibrate: {stopped or 'SIGINT'}: stopped; not written: {left}", file=sys.stderr)
     finally:
         for signum, handler in previous.items():

@@ -1,11 +1,12 @@
-"""The benchmark's Mario env for other libraries, by gymnasium id.
+"""The benchmark's Mario and MiniGrid envs for other libraries, by gymnasium id.
 
-``import mario_apo`` registers ``mario_apo/SuperMario-v0`` (this module is loaded
-only when an env is made)::
+``import mario_apo`` registers ``mario_apo/SuperMario-v0`` and ``mario_apo/MiniGrid-v0``
+(this module is loaded only when an env is made)::
 
     import gymnasium, mario_apo
     env = gymnasium.make("mario_apo/SuperMario-v0", level="1-1", reward="goal:1000", sticky_actions=0.25)
     envs = gymnasium.make_vec("mario_apo/SuperMario-v0", num_envs=4, vectorization_mode="async", level="1-1")
+    env = gymnasium.make("mario_apo/MiniGrid-v0", name="DoorKey-8x8")  # flat view, layout seeds
 
 Keyword arguments are the task (``level``, ``reward``) and the ``EnvConfig`` fields
 (``action_set``, ``frame_skip``, ``frame_stack``, ``sticky_actions``, ``stall_steps``,
@@ -22,6 +23,7 @@ from mario_apo.config import EnvConfig
 from mario_apo.tasks import make_env, parse_task
 
 ENV_ID = "mario_apo/SuperMario-v0"
+MINIGRID_ENV_ID = "mario_apo/MiniGrid-v0"
 
 
 def make_super_mario(
@@ -33,3 +35,9 @@ def make_super_mario(
         cfg.max_episode_steps = episode_steps
     cfg.validate()
     return make_env(parse_task(f"mario:{level}:{reward}"), cfg, render_mode=render_mode)
+
+
+def make_minigrid_task(name: str = "DoorKey-5x5", max_steps: int | None = None, render_mode: str | None = None):
+    """The wrapped env of task ``minigrid:NAME[:max_steps:N]``: flat uint8 view, episode statistics."""
+    task = f"minigrid:{name}" + ("" if max_steps is None else f":max_steps:{max_steps}")
+    return make_env(parse_task(task), EnvConfig(), render_mode=render_mode)

@@ -62,16 +62,18 @@ class Rollout:
         obs_shape: tuple[int, ...],
         obs_dtype: torch.dtype,
         num_actions: int,
-        keep_raw_obs: bool = False,
+        norm_obs: bool = False,
         device: torch.device | None = None,
     ) -> Rollout:
+        """:param obs_dtype: the env's observation dtype (standardised observations are float32 whatever it is)"""
+
         def zeros(*shape, dtype=torch.float32):
             return torch.zeros((num_steps, num_envs, *shape), dtype=dtype, device=device)
 
-        obs = zeros(*obs_shape, dtype=obs_dtype)
+        obs = zeros(*obs_shape, dtype=torch.float32 if norm_obs else obs_dtype)
         return cls(
             obs=obs,
-            raw_obs=zeros(*obs_shape, dtype=obs_dtype) if keep_raw_obs else obs,
+            raw_obs=zeros(*obs_shape, dtype=obs_dtype) if norm_obs else obs,
             actions=zeros(dtype=torch.long),
             logprobs=zeros(),
             behaviour_logprobs=zeros(num_actions),

@@ -218,7 +218,7 @@ class Trainer:
                 obs_space.shape,
                 obs_dtype,
                 action_space.n,
-                keep_raw_obs=ppo.norm_obs,
+                norm_obs=ppo.norm_obs,
                 device=self.device,
             )
             self.timer = StageTimer()

@@ -86,6 +86,8 @@ def test_calibrate_writes_the_curve_rungs_and_plot(tmp_path, capsys):
         (["--sticky-actions", "1.5"], "probability in [0, 1)"),
         (["--stall-steps", "-1"], "integer >= 0"),
         (["--targets", "0.1,2"], "between 0 and 1"),
+        (["--task", "mario:1-1"], "calibrate Mario levels with --level W-S"),
+        (["--task", "minigrid:DoorKey-7x7"], "fixed-mission MiniGrid env"),
     ],
 )
 def test_calibrate_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, valid):
