@@ -42,6 +42,7 @@ def write_anchor_index(run_dir: Path, task: Task, env_cfg: EnvConfig, anchors: l
                 "max_x": a.max_x,
                 "admitted_update": a.admitted_update,
                 "sticky_seed": a.sticky_seed,
+                "layout_seed": a.layout_seed,
                 "discounted_return": a.discounted_return,
                 "actions": a.actions.tolist(),
             }
@@ -104,7 +105,8 @@ def write_best_anchor_video(run_dir: Path, task: Task, env_cfg: EnvConfig, best:
     expected = {"return": best.episode_return, "length": best.length, "max_x": best.max_x, "success": best.success}
     try:
         with VideoWriter(path) as video:
-            replay(task, env_cfg, best.actions, expected, best.frames, video, best.sticky_seed)
+            seeds = {"sticky_seed": best.sticky_seed, "layout_seed": best.layout_seed}
+            replay(task, env_cfg, best.actions, expected, best.frames, video, seeds)
     except ReplayMismatch as err:  # would mean the episode is not reproducible: say so, keep training
         tqdm.write(f"mario-apo: no video of anchor episode {best.episode_id}: {err}", file=sys.stderr)
         return None

@@ -72,6 +72,8 @@ class Anchor:
     """The PPO update during which it was admitted (for ``anchor/mean_age_updates``)."""
     sticky_seed: int | None = None
     """With ``actions``, reproduces a sticky-action episode on the emulator (None: deterministic env)."""
+    layout_seed: int | None = None
+    """With ``actions``, reproduces a MiniGrid episode (None on other tasks)."""
     discounted_return: float = 0.0
     """Sum of gamma^t r_t (``--anchor-rank discounted``)."""
     finder: int | None = None
@@ -209,6 +211,7 @@ class AnchorBuffer:
             success=bool(episode.success),
             max_x=int(episode.max_x),
             sticky_seed=episode.sticky_seed,
+            layout_seed=episode.layout_seed,
             discounted_return=discounted_return,
             episode_id=self._episodes_seen,
             admitted_update=update,

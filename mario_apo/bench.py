@@ -1,11 +1,13 @@
 """Throughput benchmarks, measured as ratios against a baseline in the same run.
 
-``bench env``: raw emulator frames/s (gym-super-mario-bros' own env, one
-process), agent steps/s of one fully wrapped env (frame skip 4), and agent
-steps/s of the vector env for several sizes. Bars:
+``bench env``: raw frames/s of the task's own env without our wrappers, one process (Mario:
+gym-super-mario-bros' env, one NES frame per step; MiniGrid: the MiniGrid env), agent steps/s of
+one fully wrapped env (Mario: frame skip 4), and agent steps/s of the vector env for several sizes.
+Bars:
 
-- wrapped single env >= 0.9 x (raw frames/s / frame skip)
-- best vector env    >= 0.8 x cores x wrapped single env
+- wrapped single env >= 0.9 x (raw frames/s / frames per agent step)
+- best vector env    >= 0.8 x cores x wrapped single env (MiniGrid's vector env is in-process, one
+  core: the bar says what subprocess workers could at most add)
 
 ``bench train``: our trainer's agent steps/s on Mario at each ``--num-envs`` on one device, and
 where the time went (env, inference, learn, ...); APO against our PPO; against Stable-Baselines3
@@ -33,6 +35,7 @@ from mario_apo.runs import RunFiles, create_run
 from mario_apo.tasks import Task, make_env, make_vec_env
 from mario_apo.train import train
 from wrappers.mario import SuperMarioBrosEnv, action_bytes
+from wrappers.minigrid import minigrid_id
 
 SINGLE_ENV_BAR = 0.9
 VECTOR_ENV_BAR = 0.8
@@ -53,7 +56,24 @@ class Timer:
 
 
 def raw_frames_per_second(task: Task, cfg: EnvConfig, timer: Timer, seed: int) -> float:
-    """The package's own env, one NES frame per step, random buttons, no wrappers."""
+    """The package's own env, one NES frame (MiniGrid: one step) per step, random actions, no wrappers."""
+    if task.family == "minigrid":
+        import gymnasium as gym
+
+        env = gym.make(minigrid_id(task.level))
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+
+        def step() -> int:
+            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+            if terminated or truncated:
+                env.reset()
+            return 1
+
+        try:
+            return timer.run(step)
+        finally:
+            env.close()
     world, stage = (int(part) for part in task.level.split("-"))
     env = SuperMarioBrosEnv(rom_mode="vanilla", target=(world, stage))
     buttons = action_bytes(cfg.action_set)
@@ -109,7 +129,8 @@ def bench_env(task: Task, cfg: EnvConfig, num_envs: list[int], seconds: float, s
     """Run every measurement of ``bench env``; return the result record."""
     cores = os.cpu_count() or 1
     timer = Timer(seconds)
-    stages = ["raw emulator", "wrapped env"] + [f"vector env N={n}" for n in num_envs]
+    frames_per_step = cfg.frame_skip if task.is_mario else 1
+    stages = ["raw env", "wrapped env"] + [f"vector env N={n}" for n in num_envs]
     with tqdm(total=len(stages), desc="bench env", unit="stage") as progress:
         progress.set_postfix_str(stages[0])
         raw_fps = raw_frames_per_second(task, cfg, timer, seed)
@@ -123,14 +144,14 @@ def bench_env(task: Task, cfg: EnvConfig, num_envs: list[int], seconds: float, s
             vector_sps[n] = vector_env_steps_per_second(task, cfg, n, timer, seed)
             progress.update()
     best_n = max(vector_sps, key=vector_sps.get)
-    single_ratio = single_sps / (raw_fps / cfg.frame_skip)
+    single_ratio = single_sps / (raw_fps / frames_per_step)
     vector_ratio = vector_sps[best_n] / (cores * single_sps)
     return {
         "task": task.name,
-        "frame_skip": cfg.frame_skip,
+        "frames_per_step": frames_per_step,
         "seconds_per_measurement": seconds,
         "machine": machine_record(),
-        "raw_emulator_frames_per_s": raw_fps,
+        "raw_frames_per_s": raw_fps,
         "wrapped_env_steps_per_s": single_sps,
         "vector_env_steps_per_s": {str(n): sps for n, sps in vector_sps.items()},
         "best_vector_num_envs": best_n,
@@ -147,11 +168,12 @@ def bench_env(task: Task, cfg: EnvConfig, num_envs: list[int], seconds: float, s
 
 def format_env_table(result: dict) -> str:
     """The human-readable table of a ``bench_env`` result."""
-    skip = result["frame_skip"]
-    raw = result["raw_emulator_frames_per_s"]
+    skip = result["frames_per_step"]
+    raw = result["raw_frames_per_s"]
     single = result["wrapped_env_steps_per_s"]
+    raw_name = "raw emulator (1 process)" if result["task"].startswith("mario") else "raw env (1 process)"
     rows = [
-        ("raw emulator (1 process)", f"{raw:8.0f} frames/s", f"= {raw / skip:6.0f} agent steps/s at skip {skip}"),
+        (raw_name, f"{raw:8.0f} frames/s", f"= {raw / skip:6.0f} agent steps/s at {skip} frames per step"),
         ("wrapped env (1 process)", f"{single:8.0f} steps/s", f"{single * skip:6.0f} frames/s"),
     ]
     for n, sps in result["vector_env_steps_per_s"].items():

@@ -55,7 +55,8 @@ def sb3_bars(ours_ppo: dict, results: list[dict]) -> dict:
 
 
 def sb3_ppo(task: Task, envs, seed: int, device: str = "cpu"):
-    """Stable-Baselines3's PPO with our family's hyper-parameters (for CartPole and MountainCar: rl-zoo's)."""
+    """Stable-Baselines3's PPO with our family's hyper-parameters (for CartPole, MountainCar and MiniGrid:
+    rl-zoo's)."""
     ppo = ppo_defaults(task.family)
 
     def linear(value):
@@ -72,7 +73,7 @@ def sb3_ppo(task: Task, envs, seed: int, device: str = "cpu"):
         gamma=ppo.gamma,
         gae_lambda=ppo.gae_lambda,
         ent_coef=ppo.ent_coef,
-        # SB3's value loss is the MSE, ours 0.5 x MSE: on the classic tasks SB3 gets the zoo's 0.5; on
+        # SB3's value loss is the MSE, ours 0.5 x MSE: on the zoo's tasks SB3 gets the zoo's 0.5; on
         # Mario, where there is no zoo setting, our own loss exactly (and our value clipping)
         vf_coef=0.5 * ppo.vf_coef if task.is_mario else 0.5,
         clip_range_vf=ppo.clip_coef if task.is_mario and ppo.clip_vloss else None,
@@ -217,7 +218,7 @@ def format_parity_table(result: dict) -> str:
             mean, low, high = cell["ours_minus_sb3"]
             ours, sb3 = np.mean(cell["ours"]), np.mean(cell["sb3"])
             lines.append(
-                f"  {task:<16} {key:<14} ours {ours:.{digits}f}  SB3 {sb3:.{digits}f}  "
+                f"  {task:<20} {key:<14} ours {ours:.{digits}f}  SB3 {sb3:.{digits}f}  "
                 f"ours - SB3 {mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}] (n={cell['n']})"
             )
         lines.append(f"  bar {task}: ours not worse than SB3: {'met' if row['met'] else 'MISSED'}")

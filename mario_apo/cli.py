@@ -241,19 +241,21 @@ def run_eval(args: argparse.Namespace) -> None:
 def add_replay_command(commands: argparse._SubParsersAction) -> None:
     replaying = commands.add_parser(
         "replay",
-        help="re-simulate anchored Mario episodes, verify them, and write full-colour video",
-        description="Re-run anchored episodes' recorded actions on a fresh emulator, check that return, "
-        "length, max x and success (and every step's frame) match what was recorded, and write MP4 or GIF.",
+        help="re-simulate anchored Mario and MiniGrid episodes, verify them, and write full-colour video",
+        description="Re-run anchored episodes' recorded actions (and seeds) in a fresh env, check that return, "
+        "length, max x and success (and every step's observation) match what was recorded, and write MP4 or GIF.",
     )
     replaying.set_defaults(run=run_replay)
     replaying.add_argument("run_dir", help="a run dir, runs/<name>")
     replaying.add_argument("--episode", default="best", help="best (default), all, or an anchor rank N (0 = best)")
     replaying.add_argument("--out", help="video file, .mp4 or .gif. Default: <run_dir>/videos/anchor-<rank>-ep<id>.mp4")
     replaying.add_argument(
-        "--fps", type=positive_int, default=60, help="frames per second (the NES draws 60). Default: 60"
+        "--fps",
+        type=positive_int,
+        help="frames per second. Default: 60 for Mario (every frame the NES draws), 4 for MiniGrid (one per step)",
     )
     replaying.add_argument(
-        "--scale", type=positive_int, default=2, help="pixel scale of the 256x240 screen. Default: 2"
+        "--scale", type=positive_int, default=2, help="pixel scale of the screen (Mario: 256x240). Default: 2"
     )
 
 
@@ -283,9 +285,10 @@ def run_replay(args: argparse.Namespace) -> int:
         else:
             out = Path(args.out)
         try:
-            with VideoWriter(out, fps=args.fps, scale=args.scale) as video:
+            fps = args.fps or (60 if task.is_mario else 4)
+            with VideoWriter(out, fps=fps, scale=args.scale) as video:
                 frames = stored.get((anchor.get("finder"), anchor["episode_id"]))
-                episode = replay(task, env_cfg, anchor["actions"], anchor, frames, video, anchor.get("sticky_seed"))
+                episode = replay(task, env_cfg, anchor["actions"], anchor, frames, video, anchor)
         except ReplayMismatch as err:
             print(f"mario-apo: replay of {name} failed verification: {err}; no video written", file=sys.stderr)
             return 1

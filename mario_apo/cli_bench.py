@@ -25,8 +25,8 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_env_bench(benches: argparse._SubParsersAction) -> None:
-    env = benches.add_parser("env", help="raw emulator vs wrapped env vs vector env throughput")
-    env.add_argument("--task", default="mario:1-1", help="a Mario task string. Default: mario:1-1")
+    env = benches.add_parser("env", help="raw env (emulator) vs wrapped env vs vector env throughput")
+    env.add_argument("--task", default="mario:1-1", help="a Mario or MiniGrid task string. Default: mario:1-1")
     cores = os.cpu_count() or 1
     env.add_argument(
         "--num-envs",
@@ -87,6 +87,12 @@ def _add_parity_bench(benches: argparse._SubParsersAction) -> None:
         "--mountaincar-steps", type=int, default=500_000, help="steps per MountainCar run (0: skip). Default: 500000"
     )
     parity.add_argument(
+        "--minigrid-steps",
+        type=int,
+        default=100_000,
+        help="steps per MiniGrid DoorKey-5x5 run, the zoo's budget (0: skip). Default: 100000",
+    )
+    parity.add_argument(
         "--mario-steps",
         type=int,
         default=0,
@@ -135,9 +141,10 @@ def run_bench_env(args: argparse.Namespace) -> None:
     from mario_apo.bench import bench_env, format_env_table
 
     task = parse_task(args.task)
-    if not task.is_mario:
+    if task.family not in ("mario", "minigrid"):
         raise UsageError(
-            f"bench env measures the emulator: --task must be a Mario task (mario:W-S[:REWARD]), got {args.task!r}"
+            f"bench env measures an env worth vectorising: --task must be a Mario (mario:W-S[:REWARD]) or "
+            f"MiniGrid (minigrid:NAME) task, got {args.task!r}"
         )
     if args.seconds <= 0:
         raise UsageError(f"--seconds must be positive, got {args.seconds}")
@@ -178,10 +185,18 @@ def run_bench_parity(args: argparse.Namespace) -> None:
     require_sb3("parity")
     from mario_apo.bench_sb3 import bench_parity, format_parity_table
 
-    budgets = (("cartpole", args.cartpole_steps), ("mountaincar", args.mountaincar_steps))
-    steps = {task: n for task, n in (*budgets, ("mario:1-1:dense", args.mario_steps)) if n}
-    if not steps or min(steps.values()) < 0:
-        raise UsageError("--cartpole-steps, --mountaincar-steps and --mario-steps are budgets >= 0; one must be > 0")
+    budgets = (
+        ("cartpole", args.cartpole_steps),
+        ("mountaincar", args.mountaincar_steps),
+        ("minigrid:DoorKey-5x5", args.minigrid_steps),
+        ("mario:1-1:dense", args.mario_steps),
+    )
+    if not any(n for _, n in budgets) or min(n for _, n in budgets) < 0:
+        raise UsageError(
+            "--cartpole-steps, --mountaincar-steps, --minigrid-steps and --mario-steps are budgets >= 0; "
+            "one must be > 0"
+        )
+    steps = {task: n for task, n in budgets if n}
     if steps.get("mario:1-1:dense", 1024) < 1024:
         raise UsageError(f"--mario-steps {args.mario_steps} is less than one Mario rollout (8 envs x 128 = 1024)")
     result = bench_parity(steps, list(range(1, args.seeds + 1)), args.episodes, args.greedy_episodes)

@@ -25,6 +25,8 @@ class EpisodeEnd(NamedTuple):
     """Cut by a time limit or stall truncation (bootstrapped), not terminated by the game."""
     sticky_seed: int | None = None
     """With the actions, reproduces a sticky-action Mario episode (None without sticky actions)."""
+    layout_seed: int | None = None
+    """With the actions, reproduces a MiniGrid episode (None on other tasks)."""
 
     @classmethod
     def ended_at(
@@ -37,7 +39,7 @@ class EpisodeEnd(NamedTuple):
         if "final_info" not in infos:
             return []
         episodes, mask = infos["final_info"]["episode"], infos["final_info"]["_episode"]
-        sticky_seeds = episodes.get("sticky_seed")
+        sticky_seeds, layout_seeds = episodes.get("sticky_seed"), episodes.get("layout_seed")
         return [
             cls(
                 step=step,
@@ -48,6 +50,7 @@ class EpisodeEnd(NamedTuple):
                 max_x=int(episodes["max_x"][i]),
                 truncated=bool(truncated[i]),
                 sticky_seed=None if sticky_seeds is None else int(sticky_seeds[i]),
+                layout_seed=None if layout_seeds is None else int(layout_seeds[i]),
             )
             for i in np.flatnonzero(mask)
         ]

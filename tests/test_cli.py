@@ -60,10 +60,19 @@ def test_bench_env_writes_table_and_json(tmp_path, capsys):
     out_json = tmp_path / "bench.json"
     assert main(["bench", "env", "--seconds", "0.3", "--num-envs", "1,2", "--json", str(out_json)]) == 0
     result = json.loads(out_json.read_text())
-    assert result["raw_emulator_frames_per_s"] > 0 and result["wrapped_env_steps_per_s"] > 0
+    assert result["raw_frames_per_s"] > 0 and result["wrapped_env_steps_per_s"] > 0
     assert set(result["vector_env_steps_per_s"]) == {"1", "2"}
     assert set(result["bars"]) == {"wrapped_vs_raw", "vector_vs_cores_x_single"}
     assert "raw emulator" in capsys.readouterr().out
+
+
+def test_bench_env_measures_a_minigrid_task(tmp_path, capsys):
+    out_json = tmp_path / "bench.json"
+    argv = ["bench", "env", "--task", "minigrid:DoorKey-8x8", "--seconds", "0.2", "--num-envs", "1,4"]
+    assert main([*argv, "--json", str(out_json)]) == 0
+    result = json.loads(out_json.read_text())
+    assert result["frames_per_step"] == 1 and result["raw_frames_per_s"] > result["vector_env_steps_per_s"]["4"] / 10
+    assert "raw env (1 process)" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -173,14 +182,15 @@ def test_generated_flags_check_their_range(capsys, tmp_path, argv, valid):
 def test_bench_parity_trains_both_implementations_and_pairs_them_by_seed(tmp_path, capsys):
     pytest.importorskip("stable_baselines3", reason="the bench extra (pip install -e '.[bench]') has SB3")
     out_json = tmp_path / "parity.json"
-    argv = ["bench", "parity", "--cartpole-steps", "2048", "--mountaincar-steps", "0", "--seeds", "2"]
-    assert main([*argv, "--episodes", "3", "--greedy-episodes", "2", "--json", str(out_json)]) == 0
+    argv = ["bench", "parity", "--cartpole-steps", "0", "--mountaincar-steps", "0", "--minigrid-steps", "2048"]
+    assert main([*argv, "--seeds", "2", "--episodes", "3", "--greedy-episodes", "2", "--json", str(out_json)]) == 0
     result = json.loads(out_json.read_text())
     assert [(j["impl"], j["seed"]) for j in result["jobs"]] == [("ours", 1), ("sb3", 1), ("ours", 2), ("sb3", 2)]
-    row = result["tasks"]["cartpole"]
-    assert set(row) == {"total_steps", "seeds", "sampled", "greedy", "met"} and "mountaincar" not in result["tasks"]
+    assert list(result["tasks"]) == ["minigrid:DoorKey-5x5"]
+    row = result["tasks"]["minigrid:DoorKey-5x5"]
+    assert set(row) == {"total_steps", "seeds", "sampled", "greedy", "met"}
     ours, sb3 = row["sampled"]["ours"], row["sampled"]["sb3"]
     assert row["sampled"]["n"] == 2 and row["sampled"]["ours_minus_sb3"][0] == pytest.approx(
         np.mean(ours) - np.mean(sb3)
     )
-    assert "bar cartpole: ours not worse than SB3" in capsys.readouterr().out
+    assert "bar minigrid:DoorKey-5x5: ours not worse than SB3" in capsys.readouterr().out

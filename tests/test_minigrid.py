@@ -187,3 +187,23 @@ def test_calibrate_a_minigrid_task(tmp_path, capsys):
     assert record["low"] <= record["rate"] <= record["high"] and record["mean_length"] <= 60
     assert "success" in capsys.readouterr().out
 
+
+@pytest.mark.slow
+def test_minigrid_anchors_replay_verified_and_a_wrong_layout_is_caught(tmp_path, capsys):
+    """APO's anchors on MiniGrid carry their layout seeds: replay re-creates every observation of each
+    one and writes a video; an anchors.json whose layout seed was changed fails verification."""
+    cfg = tiny_run_config(tmp_path, task="minigrid:DoorKey-5x5", algo="apo", total_steps=4096, seed=2, anchors=3)
+    from mario_apo.train import train
+
+    run_dir = create_run(cfg)
+    train(cfg, run_dir)
+    index = json.loads((run_dir / "anchors.json").read_text())
+    assert len(index["anchors"]) == 3 and all(isinstance(a["layout_seed"], int) for a in index["anchors"])
+    assert main(["replay", str(run_dir), "--episode", "all", "--out", str(tmp_path / "a.gif")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("verified") == 3 and len(list(tmp_path.glob("a-anchor-*.gif"))) == 3
+
+    index["anchors"][0]["layout_seed"] += 1
+    (run_dir / "anchors.json").write_text(json.dumps(index))
+    assert main(["replay", str(run_dir), "--out", str(tmp_path / "b.gif")]) == 1
+    assert "failed verification" in capsys.readouterr().err and not (tmp_path / "b.gif").exists()

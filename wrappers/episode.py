@@ -2,9 +2,10 @@
 
 At the last step of an episode ``info["episode"]`` holds ``r`` (return), ``l``
 (length in agent steps), ``success`` (bool), ``max_x`` (furthest x-position,
-Mario only, else 0), ``level`` (the task name) and, with sticky actions, the
-episode's ``sticky_seed`` (with its actions, it reproduces the episode). The trainer and the report
-read only these keys, so one code path covers Mario, CartPole and MountainCar.
+Mario only, else 0), ``level`` (the task name) and the seeds that, with its actions, reproduce
+the episode (``EPISODE_SEEDS``: a sticky-action Mario episode's ``sticky_seed``, a MiniGrid
+episode's ``layout_seed``). The trainer and the report read only these keys, so one code path
+covers every task.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
+
+EPISODE_SEEDS = ("sticky_seed", "layout_seed")
+"""Reset-info keys of the wrappers that draw an episode's randomness from a seed of its own
+(``wrappers.sticky``, ``wrappers.minigrid``): ``reset(options={key: seed})`` replays it."""
 
 # success(episode_return, terminated, last_info) -> bool
 SuccessFn = Callable[[float, bool, dict[str, Any]], bool]
@@ -33,13 +38,13 @@ class EpisodeStats(gym.Wrapper):
         self._return = 0.0
         self._length = 0
         self._max_x = 0
-        self._sticky_seed = None
+        self._seeds: dict[str, int] = {}
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         self._return, self._length = 0.0, 0
         self._max_x = int(info.get("x_pos", 0))
-        self._sticky_seed = info.get("sticky_seed")
+        self._seeds = {key: info[key] for key in EPISODE_SEEDS if key in info}
         return obs, info
 
     def step(self, action):
@@ -54,7 +59,6 @@ class EpisodeStats(gym.Wrapper):
                 "success": bool(self.success_fn(self._return, terminated, info)),
                 "max_x": self._max_x,
                 "level": self.level,
+                **self._seeds,
             }
-            if self._sticky_seed is not None:
-                info["episode"]["sticky_seed"] = self._sticky_seed
         return obs, reward, terminated, truncated, info
