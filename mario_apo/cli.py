@@ -30,15 +30,16 @@ from mario_apo.calibrate import (
 from mario_apo.cli_bench import add_bench_commands
 from mario_apo.cli_suite import add_suite_commands
 from mario_apo.config import EnvConfig
-from mario_apo.device import DEVICE_FORMS, check_device_spec, resolve_device
+from mario_apo.device import DEVICE_FORMS, resolve_device
 from mario_apo.errors import ReplayMismatch, TrainingError, UsageError
 from mario_apo.flags import (
+    RESUME_FLAGS,
     Parser,
     add_env_flags,
     add_train_flags,
-    check_rollout_fits,
     env_config,
     fraction_list,
+    given_setting_flags,
     positive_int,
     positive_int_list,
     requested_task,
@@ -110,14 +111,19 @@ def run_train(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"{run_dir} trains {cfg.task!r}, not {parse_task(asked).name!r}: a run resumes its own task"
             )
+        ignored = [flag for flag in given_setting_flags(args) if flag not in RESUME_FLAGS]
+        if ignored:
+            raise UsageError(
+                f"a run resumes with its own settings (config.json); {ignored[0]} cannot change them: "
+                f"--resume honours only {', '.join(RESUME_FLAGS)}"
+            )
         if args.total_steps is not None:
             cfg.ppo.total_steps = args.total_steps
-            check_rollout_fits(cfg)
         if args.progress is not None:
             cfg.log.progress = args.progress
         if args.device is not None:  # where a run resumes is the resuming machine's business
-            check_device_spec(args.device)
             cfg.device = args.device
+        cfg.check()
         resolve_device(cfg.device)
     else:
         cfg = resolve_run_config(args)

@@ -5,16 +5,21 @@ range and flag name live here and nowhere else. ``mario_apo.flags`` generates th
 ``mario-apo train`` flags from these fields, and the suite runner passes a suite's
 settings through the same flags, so there is one source for every setting.
 
-The resolved ``RunConfig`` is written to every run dir (``config.json``) and to W&B.
+The resolved ``RunConfig`` is written to every run dir (``config.json``) and to W&B. Every value,
+whether it came from a flag, a suite file or a config.json read back, is checked by the same
+``check_setting`` against its field's type, range and size limit, and every whole config by
+``RunConfig.check``: bad input is one line naming the setting and what is valid.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from mario_apo.errors import TaskError
+from mario_apo.device import check_device_spec
+from mario_apo.errors import TaskError, UsageError
 from wrappers.mario import ACTION_SETS
 
 ALGOS = ("ppo", "apo", "sil")
@@ -27,25 +32,105 @@ ANCHOR_TIES = ("older", "newer")
 WANDB_MODES = ("offline", "online", "disabled")
 
 
+BOUNDS: dict[str | None, tuple[Any, str]] = {
+    None: (lambda v: True, ""),
+    "positive": (lambda v: v > 0, "> 0"),
+    "non_negative": (lambda v: v >= 0, ">= 0"),
+    "probability": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "discount": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "fraction": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+}
+"""A number field's valid range: its test and how a message says it."""
+
+SIZE_LIMIT = 10**9
+"""The default largest value of an integer setting: counts that allocate or loop have their own, lower ``most``."""
+
+
 def option(
     default: Any,
     help: str,
     *,
     flag: str | None = None,
     bound: str | None = None,
+    most: float | None = None,
     choices: tuple[str, ...] | None = None,
 ) -> Any:
     """A config field with what its flag needs.
 
     :param help: one line, shown by ``--help`` (the default is appended there)
     :param flag: the flag's name when it is not the field's name with dashes
-    :param bound: ``positive``, ``non_negative`` or ``probability`` (in [0, 1)) for numbers
+    :param bound: a key of ``BOUNDS`` for numbers: ``positive``, ``non_negative``, ``probability`` (in [0, 1)),
+        ``discount`` (in (0, 1]) or ``fraction`` (in [0, 1])
+    :param most: the largest valid value (integers default to ``SIZE_LIMIT``): what cannot fit is refused
+        before any work
     :param choices: the valid values of a string field
     """
-    metadata = {"help": help, "flag": flag, "bound": bound, "choices": choices}
+    metadata = {"help": help, "flag": flag, "bound": bound, "most": most, "choices": choices}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def valid_values(f: dataclasses.Field) -> str:
+    """What a setting takes, as a message says it: ``a positive integer <= 4,096``, ``a discount in (0, 1]``."""
+    kind, bound, most, choices = f.type, f.metadata.get("bound"), f.metadata.get("most"), f.metadata.get("choices")
+    item = kind[5:-1] if kind.startswith("list[") else kind
+    if item == "bool":
+        text = "true or false"
+    elif item == "str":
+        text = f"one of {', '.join(choices)}" if choices else "a string"
+    elif item == "int":
+        most = most or SIZE_LIMIT
+        text = {"positive": "a positive integer", "non_negative": "an integer >= 0"}.get(bound, "an integer")
+        text += f" and <= {most:,}" if bound == "non_negative" else f" <= {most:,}"
+    else:
+        names = {"probability": "a probability", "discount": "a discount", "non_negative": "a finite number"}
+        text = f"{names.get(bound, 'a number')} {BOUNDS[bound][1]}".strip() + (f" <= {most:g}" if most else "")
+    return f"a list of {text.removeprefix('a ').removeprefix('an ')}s" if kind.startswith("list[") else text
+
+
+def check_setting(f: dataclasses.Field, value: Any, name: str) -> Any:
+    """``value`` if it is valid for the setting ``f`` (its type, range, size limit and choices), as the
+    field's type (an integer where a float is expected becomes one); else one ``UsageError`` line.
+
+    :param name: how the message names the setting (``--gae-lambda``, ``config.json: ppo.gae_lambda``)
+    """
+    kind = f.type
+    if kind.startswith("list["):
+        if not isinstance(value, list):
+            raise UsageError(f"{name} must be {valid_values(f)}, got {value!r}")
+        return [_check_item(f, kind[5:-1], item, name) for item in value]
+    return _check_item(f, kind, value, name)
+
+
+def _check_item(f: dataclasses.Field, kind: str, value: Any, name: str) -> Any:
+    test = BOUNDS[f.metadata.get("bound")][0]
+    most, choices = f.metadata.get("most"), f.metadata.get("choices")
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "str":
+        ok = isinstance(value, str) and (not choices or value in choices)
+    elif kind == "int":
+        ok = number and isinstance(value, int) and test(value) and value <= (most or SIZE_LIMIT)
+    else:
+        ok = number and math.isfinite(value) and test(value) and (most is None or value <= most)
+        value = float(value) if ok else value
+    if not ok:
+        raise UsageError(f"{name} must be {valid_values(f)}, got {value!r}")
+    return value
+
+
+def settings_from_record(cls: type, data: Any, name: str) -> dict[str, Any]:
+    """A config part's settings from a record (config.json, a suite file), each one checked; a key
+    that is not a setting of ``cls`` is refused (``name``: how messages name the record's part)."""
+    if not isinstance(data, dict):
+        raise UsageError(f"{name} must be a table of settings, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if "help" in f.metadata}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise UsageError(f"{name} has no setting {unknown[0]!r}: valid are {', '.join(fields)}")
+    return {key: check_setting(fields[key], value, f"{name}.{key}") for key, value in data.items()}
 
 
 class Recorded:
@@ -70,11 +155,16 @@ class EnvConfig(Recorded):
         choices=tuple(ACTION_SETS),
     )
     frame_skip: int = option(
-        4, "NES frames per agent step (reward summed, last two frames max-pooled)", bound="positive"
+        4, "NES frames per agent step (reward summed, last two frames max-pooled)", bound="positive", most=64
     )
-    frame_stack: int = option(4, "consecutive 84x84 grayscale frames stacked into one observation", bound="positive")
+    frame_stack: int = option(
+        4, "consecutive 84x84 grayscale frames stacked into one observation", bound="positive", most=64
+    )
     max_episode_steps: int = option(
-        2000, "Mario step limit in agent steps (truncation); CartPole/MountainCar keep 500/200", bound="positive"
+        2000,
+        "Mario step limit in agent steps (truncation); CartPole/MountainCar keep 500/200, MiniGrid its own",
+        bound="positive",
+        most=10**7,
     )
     sticky_actions: float = option(
         0.25,
@@ -83,22 +173,22 @@ class EnvConfig(Recorded):
         bound="probability",
     )
     stall_steps: int = option(
-        0, "Mario: truncate an episode whose max x has not grown for N agent steps (0: off)", bound="non_negative"
+        0,
+        "Mario: truncate an episode whose max x has not grown for N agent steps (0: off)",
+        bound="non_negative",
+        most=10**7,
     )
 
     LEGACY: ClassVar[dict[str, Any]] = {"sticky_actions": 0.0, "stall_steps": 0}
 
     def validate(self) -> None:
-        """For settings that did not come through the flags (suite files, config.json)."""
-        if self.action_set not in ACTION_SETS:
-            raise TaskError(f"unknown action set {self.action_set!r}: valid sets are {', '.join(ACTION_SETS)}")
-        for name in ("frame_skip", "frame_stack", "max_episode_steps"):
-            if getattr(self, name) < 1:
-                raise TaskError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
-        if not 0.0 <= self.sticky_actions < 1.0:
-            raise TaskError(f"--sticky-actions must be a probability in [0, 1), got {self.sticky_actions}")
-        if self.stall_steps < 0:
-            raise TaskError(f"--stall-steps must be an integer >= 0, got {self.stall_steps}")
+        """For settings that did not come through the flags or a record (``gymnasium.make`` keyword arguments)."""
+        for f in dataclasses.fields(self):
+            if "help" in f.metadata:
+                try:
+                    check_setting(f, getattr(self, f.name), "--" + (f.metadata["flag"] or f.name).replace("_", "-"))
+                except UsageError as err:
+                    raise TaskError(str(err)) from None
 
 
 @dataclass
@@ -106,16 +196,18 @@ class PPOConfig:
     """PPO hyper-parameters (the names follow CleanRL's); defaults per task family in ``FAMILY_DEFAULTS``."""
 
     total_steps: int = option(
-        1_000_000, "agent steps over all envs (1 agent step = frame-skip NES frames)", bound="positive"
+        1_000_000, "agent steps over all envs (1 agent step = frame-skip NES frames)", bound="positive", most=10**12
     )
-    num_envs: int = option(8, "parallel envs", bound="positive")
-    num_steps: int = option(128, "steps per env per rollout; the batch is num_envs x num_steps", bound="positive")
+    num_envs: int = option(8, "parallel envs", bound="positive", most=1024)
+    num_steps: int = option(
+        128, "steps per env per rollout; the batch is num_envs x num_steps", bound="positive", most=2**20
+    )
     learning_rate: float = option(2.5e-4, "Adam step size", flag="lr", bound="positive")
     anneal_lr: bool = option(True, "anneal the learning rate linearly to 0 over the run")
-    gamma: float = option(0.99, "discount", bound="positive")
-    gae_lambda: float = option(0.95, "GAE lambda", bound="non_negative")
-    update_epochs: int = option(4, "passes over each batch", bound="positive")
-    num_minibatches: int = option(4, "minibatches per pass", bound="positive")
+    gamma: float = option(0.99, "discount", bound="discount")
+    gae_lambda: float = option(0.95, "GAE lambda", bound="fraction")
+    update_epochs: int = option(4, "passes over each batch", bound="positive", most=10_000)
+    num_minibatches: int = option(4, "minibatches per pass", bound="positive", most=2**20)
     clip_coef: float = option(0.1, "surrogate (and value) clip epsilon", bound="positive")
     anneal_clip: bool = option(False, "anneal the clip epsilon linearly to 0 over the run (rl-zoo's CartPole setting)")
     clip_vloss: bool = option(True, "clip the value loss around the old values")
@@ -155,9 +247,9 @@ class AnchorConfig(Recorded):
         "constant, linear-decay (beta -> 0 over the run) or linear-warmup (0 -> beta)",
         choices=BETA_SCHEDULES,
     )
-    anchors: int = option(8, "K: how many highest-return episodes are kept as anchors", bound="positive")
+    anchors: int = option(8, "K: how many highest-return episodes are kept as anchors", bound="positive", most=100_000)
     anchor_batch: int = option(
-        64, "anchor states sampled for the KL term at every PPO minibatch step", bound="positive"
+        64, "anchor states sampled for the KL term at every PPO minibatch step", bound="positive", most=2**20
     )
     anchor_admit: str = option(
         "top", "top: any episode in the top K by rank; success: only goal-reaching episodes", choices=ANCHOR_ADMIT
@@ -187,7 +279,10 @@ class AnchorConfig(Recorded):
         choices=ANCHOR_TARGETS,
     )
     anchor_max_mb: float = option(
-        256.0, "memory cap of the anchor buffer in MB; the lowest-return anchors are evicted first", bound="positive"
+        256.0,
+        "memory cap of the anchor buffer in MB; the lowest-return anchors are evicted first",
+        bound="positive",
+        most=10**6,
     )
 
 
@@ -201,13 +296,14 @@ class SILConfig(Recorded):
         4,
         "M: SIL minibatches per PPO update, each added to one of the update's first M minibatch steps",
         bound="positive",
+        most=10_000,
     )
-    sil_batch: int = option(512, "replay steps per SIL minibatch", bound="positive")
+    sil_batch: int = option(512, "replay steps per SIL minibatch", bound="positive", most=2**20)
     sil_value_coef: float = option(0.01, "beta_sil: weight of SIL's value term", bound="non_negative")
     sil_alpha: float = option(0.6, "replay prioritisation exponent on (R - V)+ (0: uniform)", bound="non_negative")
     sil_beta: float = option(0.1, "importance-sampling exponent of the prioritised replay", bound="non_negative")
     sil_max_mb: float = option(
-        256.0, "memory cap of SIL's replay in MB; the oldest episodes are evicted first", bound="positive"
+        256.0, "memory cap of SIL's replay in MB; the oldest episodes are evicted first", bound="positive", most=10**6
     )
 
 
@@ -231,21 +327,23 @@ class LogConfig:
         "evaluate the greedy policy every N updates on a fresh env, logged as eval/* (0: never)",
         bound="non_negative",
     )
-    eval_episodes: int = option(10, "episodes per evaluation", bound="positive")
+    eval_episodes: int = option(10, "episodes per evaluation", bound="positive", most=10**6)
     final_eval_episodes: int = option(
         100,
         "the metric: after training, the final policy plays N fresh episodes with sampled actions "
         "(summary.json, with a Wilson interval; its steps are not part of the training budget; 0: skip)",
         bound="non_negative",
+        most=10**6,
     )
     final_eval_greedy: int = option(
-        20, "and N fresh episodes with its most probable action (0: skip)", bound="non_negative"
+        20, "and N fresh episodes with its most probable action (0: skip)", bound="non_negative", most=10**6
     )
     final_eval_at: list[int] = option(
         [],
         "comma-separated agent-step budgets at which training also runs the final-policy evaluation (the "
         "same episodes, seeds and counts): where learning starts, in one run (summary.json's budget_evals)",
         bound="positive",
+        most=10**12,
     )
     video_every: int = option(
         100,
@@ -264,9 +362,12 @@ class RunConfig:
     task: str = "mario:1-1:dense"
     """The canonical task string (set from --level/--reward or --task)."""
     seed: int = option(
-        1, "the run seed: torch, numpy, every env and sticky-action stream derive from SeedSequence(seed)"
+        1,
+        "the run seed: torch, numpy, every env and sticky-action stream derive from SeedSequence(seed)",
+        bound="non_negative",
+        most=2**63 - 1,
     )
-    torch_threads: int = option(0, "threads for torch (0: all cores)", bound="non_negative")
+    torch_threads: int = option(0, "threads for torch (0: all cores)", bound="non_negative", most=4096)
     device: str = option(
         "auto",
         "where the learner runs: auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N; env workers stay CPU "
@@ -297,20 +398,72 @@ class RunConfig:
             setattr(part, name, value)
         return cfg
 
+    PARTS: ClassVar[dict[str, type]] = {}
+    """The config parts by their key in a record (filled in below the class)."""
+
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        return cls(
-            algo=data["algo"],
-            task=data["task"],
-            seed=data["seed"],
-            torch_threads=data.get("torch_threads", 0),
-            device=data.get("device", "auto"),
-            env=EnvConfig.from_record(data["env"]),
-            ppo=PPOConfig(**data["ppo"]),
-            anchor=AnchorConfig.from_record(data["anchor"]),
-            sil=SILConfig.from_record(data.get("sil", {})),  # runs recorded before SIL existed have none
-            log=LogConfig(**data["log"]),
-        )
+    def from_dict(cls, data: Any, source: str = "config.json") -> RunConfig:
+        """A config from its record (config.json), every setting checked (``check_setting``) and the whole
+        checked (``check``): any malformed content is one ``UsageError`` naming ``source`` and what is wrong.
+        Keys besides the settings (``wandb_id``, ``versions``, ``hardware``) are the record's own."""
+        if not isinstance(data, dict) or not isinstance(data.get("task"), str):
+            raise UsageError(f"{source} is not a run's config: a JSON object with a task string was expected")
+        run_fields = {f.name: f for f in dataclasses.fields(cls) if "help" in f.metadata}
+        own = {key: check_setting(run_fields[key], data[key], f"{source}: {key}") for key in run_fields if key in data}
+        parts = {}
+        for key, part in cls.PARTS.items():
+            settings = settings_from_record(part, data.get(key, {}), f"{source}: {key}")  # SIL's came later
+            parts[key] = part.from_record(settings) if issubclass(part, Recorded) else part(**settings)
+        cfg = cls(task=data["task"], **own, **parts)
+        cfg.check(source)
+        return cfg
+
+    def check(self, source: str = "") -> None:
+        """The checks that span settings (each one alone is checked where it is read; the task string by
+        ``mario_apo.tasks.parse_task``, which callers run first); ``UsageError``
+        naming ``source`` (a file) when the settings came from one."""
+        where = f"{source}: " if source else ""
+        try:
+            self.env.validate()
+            check_device_spec(self.device)
+        except UsageError as err:
+            raise type(err)(f"{where}{err}") from None
+        ppo = self.ppo
+        problems = []
+        if ppo.total_steps < ppo.batch_size:
+            problems.append(
+                f"--total-steps {ppo.total_steps} is less than one rollout (num_envs x num_steps = {ppo.batch_size})"
+            )
+        if ppo.batch_size % ppo.num_minibatches:
+            problems.append(
+                f"--num-minibatches {ppo.num_minibatches} must divide the batch ({ppo.batch_size} = num_envs x "
+                "num_steps)"
+            )
+        late = [budget for budget in self.log.final_eval_at if budget > ppo.total_steps]
+        if late:
+            problems.append(f"--final-eval-at {late[0]} lies past --total-steps {ppo.total_steps}")
+        steps_per_update = ppo.update_epochs * ppo.num_minibatches
+        if self.algo == "sil" and self.sil.sil_updates > steps_per_update:
+            problems.append(
+                f"--sil-updates {self.sil.sil_updates}: SIL adds one minibatch to each of an update's first M PPO "
+                f"steps, and an update has {steps_per_update} (update_epochs x num_minibatches)"
+            )
+        if self.anchor.anchor_target == "taken" and self.anchor.anchor_kl == "reverse":
+            problems.append(
+                "--anchor-target taken is a one-hot target, where KL(pi || one-hot) is infinite: use --anchor-kl "
+                "forward"
+            )
+        if ppo.norm_obs and self.task.startswith("mario:"):
+            problems.append(
+                "--norm-obs standardises vector observations; Mario's frames are scaled to [0, 1] by the CNN"
+            )
+        if ppo.batch_size > 2**24:
+            problems.append(f"the batch num_envs x num_steps = {ppo.batch_size:,} exceeds 16,777,216 steps")
+        if problems:
+            raise UsageError(where + problems[0])
+
+
+RunConfig.PARTS.update(env=EnvConfig, ppo=PPOConfig, anchor=AnchorConfig, sil=SILConfig, log=LogConfig)
 
 
 # PPO defaults per task family. Mario: the Atari PPO settings. CartPole: the

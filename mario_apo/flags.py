@@ -23,9 +23,10 @@ from mario_apo.config import (
     PPOConfig,
     RunConfig,
     SILConfig,
+    check_setting,
     ppo_defaults,
+    valid_values,
 )
-from mario_apo.device import check_device_spec
 from mario_apo.errors import UsageError
 from mario_apo.tasks import parse_task
 
@@ -94,19 +95,19 @@ def comma_list(text: str) -> list[str]:
     return [part for part in text.split(",") if part]
 
 
-# (annotation, bound) -> the argparse type that checks it
-_TYPES: dict[tuple[str, str | None], Callable[[str], Any]] = {
-    ("int", None): int,
-    ("int", "positive"): positive_int,
-    ("int", "non_negative"): non_negative_int,
-    ("float", None): float,
-    ("float", "positive"): positive_float,
-    ("float", "non_negative"): non_negative_float,
-    ("float", "probability"): probability,
-    ("str", None): str,
-    ("list[str]", None): comma_list,
-    ("list[int]", "positive"): positive_int_list,
-}
+def _flag_type(f: dataclasses.Field) -> Callable[[str], Any]:
+    """The argparse type of a field's flag: the text parsed as the field's type, then ``check_setting``."""
+    item = f.type[5:-1] if f.type.startswith("list[") else f.type
+    parse = {"int": int, "float": float, "str": str}[item]
+
+    def flag_value(text: str) -> Any:
+        try:
+            value = [parse(part) for part in text.split(",") if part] if f.type.startswith("list[") else parse(text)
+            return check_setting(f, value, "")
+        except (ValueError, UsageError):
+            raise argparse.ArgumentTypeError(f"expected {valid_values(f)}, got {text!r}") from None
+
+    return flag_value
 
 
 def config_fields(cls: type) -> list[dataclasses.Field]:
@@ -151,7 +152,22 @@ def add_config_flags(group: argparse._ActionsContainer, cls: type) -> None:
         elif f.metadata["choices"]:
             group.add_argument(flag, choices=f.metadata["choices"], default=None, help=help_text)
         else:
-            group.add_argument(flag, type=_TYPES[(f.type, f.metadata["bound"])], default=None, help=help_text)
+            group.add_argument(flag, type=_flag_type(f), default=None, help=help_text)
+
+
+RESUME_FLAGS = ("--total-steps", "--device", "--progress/--no-progress")
+"""The settings a resumed run takes from the resuming command: how long, where, and how it shows."""
+
+
+def given_setting_flags(args: argparse.Namespace) -> list[str]:
+    """The setting flags given on this command line (``--lr``, ...), by name."""
+    given = []
+    for cls in (RunConfig, EnvConfig, PPOConfig, AnchorConfig, SILConfig, LogConfig):
+        for f in config_fields(cls):
+            if getattr(args, flag_dest(f), None) is not None:
+                flag = "--" + flag_dest(f).replace("_", "-")
+                given.append("--progress/--no-progress" if flag == "--progress" else flag)
+    return given
 
 
 def apply_flags(args: argparse.Namespace, target: Any) -> None:
@@ -235,38 +251,9 @@ def resolve_run_config(args: argparse.Namespace) -> RunConfig:
     cfg = RunConfig(task=task.name, ppo=ppo_defaults(task.family))
     for part in (cfg, cfg.env, cfg.ppo, cfg.anchor, cfg.sil, cfg.log):
         apply_flags(args, part)
-    cfg.env.validate()
-    check_device_spec(cfg.device)
-    check_rollout_fits(cfg)
     check_population_flags(args, cfg.algo)
-    late = [budget for budget in cfg.log.final_eval_at if budget > cfg.ppo.total_steps]
-    if late:
-        raise UsageError(f"--final-eval-at {late[0]} lies past --total-steps {cfg.ppo.total_steps}")
-    steps_per_update = cfg.ppo.update_epochs * cfg.ppo.num_minibatches
-    if cfg.algo == "sil" and cfg.sil.sil_updates > steps_per_update:
-        raise UsageError(
-            f"--sil-updates {cfg.sil.sil_updates}: SIL adds one minibatch to each of an update's first M PPO steps, "
-            f"and an update has {steps_per_update} (update_epochs x num_minibatches)"
-        )
-    if cfg.anchor.anchor_target == "taken" and cfg.anchor.anchor_kl == "reverse":
-        raise UsageError(
-            "--anchor-target taken is a one-hot target, where KL(pi || one-hot) is infinite: use --anchor-kl forward"
-        )
-    if cfg.ppo.norm_obs and task.is_mario:
-        raise UsageError("--norm-obs standardises vector observations; Mario's frames are scaled to [0, 1] by the CNN")
+    cfg.check()
     return cfg
-
-
-def check_rollout_fits(cfg: RunConfig) -> None:
-    ppo = cfg.ppo
-    if ppo.total_steps < ppo.batch_size:
-        raise UsageError(
-            f"--total-steps {ppo.total_steps} is less than one rollout (num_envs x num_steps = {ppo.batch_size})"
-        )
-    if ppo.batch_size % ppo.num_minibatches:
-        raise UsageError(
-            f"--num-minibatches {ppo.num_minibatches} must divide the batch ({ppo.batch_size} = num_envs x num_steps)"
-        )
 
 
 def check_population_flags(args: argparse.Namespace, algo: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mario_apo.errors import TrainingError
-from mario_apo.runs import RunFiles, write_atomic
+from mario_apo.runs import RunFiles, open_for_append, write_atomic
 
 
 def is_update_record(record: dict[str, Any]) -> bool:
@@ -47,7 +47,7 @@ class RunLogger:
         if resume_step is not None and self.path.exists():
             kept = [json.dumps(r) for r in read_metrics(self.path) if r["global_step"] <= resume_step]
             write_atomic(self.path, "".join(line + "\n" for line in kept))
-        self._file = self.path.open("a")
+        self._file = open_for_append(self.path)
         self._wandb = self._tensorboard = None
         log_cfg = config["log"]
         if log_cfg["wandb"] != "disabled":

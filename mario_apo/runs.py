@@ -1,5 +1,11 @@
-"""Run dirs: the one owner of their layout (``RunFiles``) and of writing into them (``write_atomic``);
-create one with its ``config.json``, read a saved config back, lock it while training.
+"""Run dirs: the one owner of their layout (``RunFiles``) and of writing into them (``write_atomic``,
+``open_for_append``); create one with its ``config.json``, read a saved config back, lock it while
+training.
+
+Run dirs are shared between people and machines, so what one holds is untrusted: no write here
+follows a symbolic link (``O_NOFOLLOW``; temp files are created exclusively under fresh names), a
+write replaces only a regular file, and every name that becomes part of a path (run names, suite
+names, names taken from files) is checked to be a name, never a path (``check_name``).
 
 Kept apart from the training loop so that ``eval``, ``replay``, ``bench`` and the
 suite runner can read a run's settings without importing it.
@@ -11,7 +17,9 @@ import fcntl
 import json
 import os
 import platform
+import re
 import socket
+import stat
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -21,7 +29,8 @@ from typing import Any, ClassVar
 
 import mario_apo
 from mario_apo.config import RunConfig
-from mario_apo.errors import CheckpointError, UsageError
+from mario_apo.errors import CheckpointError, UsageError, first_line
+from mario_apo.tasks import parse_task
 
 
 @dataclass(frozen=True)
@@ -97,22 +106,67 @@ class RunFiles:
         return sorted(found, key=lambda d: int(d.name[len(self.LEARNER_PREFIX) :]))
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write ``path`` whole or not at all: a temp file beside it, flushed to disk, then renamed over it,
-    so a crash or a full disk never leaves half a file and the previous version stays valid.
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]{0,199}$")
+NAME_FORM = "1-200 letters, digits and . _ + = -, starting with a letter or digit"
 
-    :raises OSError: the write failed; the temp file is removed
-    """
-    tmp = path.with_name(path.name + ".tmp")
+
+def check_name(value: Any, what: str) -> str:
+    """``value`` if it is a name (a file name, never a path: no ``/``, no ``..``, no leading dot or
+    dash); else ``UsageError`` naming ``what`` and the valid form."""
+    if not isinstance(value, str) or _NAME_RE.match(value) is None or ".." in value:
+        raise UsageError(f"{what} {value!r} is not a valid name: use {NAME_FORM}")
+    return value
+
+
+_NO_FOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _refuse_non_regular(path: Path) -> None:
+    """Writes replace regular files only: a symlink, a device or a directory in the way is refused."""
     try:
-        with open(tmp, "wb") as out:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode) else "not a file"
+        raise OSError(f"{path} is {kind}: refusing to replace it")
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write ``path`` whole or not at all: a temp file beside it (created exclusively under a fresh name,
+    so nothing already there is followed or reused), flushed to disk, then renamed over ``path``, so a
+    crash or a full disk never leaves half a file and the previous version stays valid. Only a regular
+    file (or nothing) at ``path`` is replaced.
+
+    :raises OSError: the write failed or ``path`` is not a regular file; the temp file is removed
+    """
+    path = Path(path)
+    _refuse_non_regular(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as out:
             out.write(data.encode() if isinstance(data, str) else data)
             out.flush()
             os.fsync(out.fileno())
+        _refuse_non_regular(path)
         os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def open_for_append(path: Path):
+    """A text file opened for appending (metrics.jsonl, logs), created if missing, never through a
+    symbolic link.
+
+    :raises OSError: ``path`` is a symbolic link (ELOOP) or not a regular file
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_FOLLOW, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file: refusing to append to it")
+    return os.fdopen(fd, "a")
 
 
 def write_json(path: Path, record: Any, indent: int | None = 2) -> None:
@@ -141,7 +195,15 @@ class RunLock:
         self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _NO_FOLLOW, 0o644)
+        except OSError as err:
+            raise CheckpointError(
+                f"cannot lock {self.path.parent}: {self.path} is not a plain file ({err.strerror or err})"
+            ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise CheckpointError(f"cannot lock {self.path.parent}: {self.path} is not a plain file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -165,8 +227,8 @@ class RunLock:
 def lock_holder(run_dir: Path) -> str | None:
     """Who holds the run dir's lock ("pid P on host H"), or None when nobody trains it (writes nothing)."""
     try:
-        fd = os.open(RunFiles(run_dir).lock, os.O_RDONLY)
-    except FileNotFoundError:
+        fd = os.open(RunFiles(run_dir).lock, os.O_RDONLY | _NO_FOLLOW | os.O_NONBLOCK)
+    except OSError:  # missing, or not a lock a trainer made (a symbolic link): nobody trains through it
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a shared probe fails only while a trainer holds it
@@ -192,8 +254,8 @@ def create_run(cfg: RunConfig) -> Path:
 
 def new_run_dir(cfg: RunConfig) -> Path:
     """The empty dir of a new run (or population), named in ``cfg.log.name``; an existing one is refused."""
-    run_dir = Path(cfg.log.run_dir) / (cfg.log.name or default_run_name(cfg))
-    if run_dir.exists():
+    run_dir = Path(cfg.log.run_dir) / check_name(cfg.log.name or default_run_name(cfg), "run name (--name)")
+    if run_dir.exists() or run_dir.is_symlink():
         raise CheckpointError(
             f"run dir {run_dir} already exists: pick another --name, or continue it with --resume {run_dir}"
         )
@@ -213,9 +275,13 @@ def load_run_config(run_dir: Path) -> RunConfig:
     if not path.exists():
         raise CheckpointError(f"{run_dir} is not a run dir (no config.json)")
     try:
-        return RunConfig.from_dict(json.loads(path.read_text()))
-    except (ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{path} is corrupt: {err}") from None
+        cfg = RunConfig.from_dict(read_json(path), source=str(path))
+        parse_task(cfg.task)
+    except UsageError as err:
+        raise CheckpointError(str(err) if str(path) in str(err) else f"{path}: {err}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path} is not readable JSON: {first_line(err)}") from None
+    return cfg
 
 
 def read_run_record(run_dir: Path) -> dict[str, Any]:

@@ -29,7 +29,7 @@ def test_tasks_lists_levels_rewards_and_classic_tasks(capsys):
         (["bench", "env", "--task", "mario:1-1:goal:-5"], "valid modes"),
         (["bench", "env", "--task", "mario:1-1:goal:abc"], "valid modes"),
         (["bench", "env", "--task", "tetris"], "valid tasks"),
-        (["bench", "env", "--task", "cartpole"], "must be a Mario task"),
+        (["bench", "env", "--task", "cartpole"], "must be a Mario (mario:W-S[:REWARD]) or MiniGrid"),
         (["bench", "env", "--num-envs", "0"], "positive integer"),
         (["bench", "env", "--num-envs", "2,0"], "positive integer"),
         (["bench", "env", "--actions", "turbo"], "choose from 'right', 'simple', 'complex'"),
