@@ -82,9 +82,30 @@ def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}): {first_line(err)}"
         ) from None
+    problem = _structure_problem(state)
+    if problem:
+        raise CheckpointError(f"checkpoint {path} is not a mario-apo checkpoint: {problem}")
     if task is not None and state.get("task") != task:
         raise CheckpointError(f"checkpoint {path} is from task {state.get('task')!r}, not {task!r}")
     return state
+
+
+def _structure_problem(state: Any) -> str | None:
+    """What is missing or malformed in a loaded checkpoint's top level (None: it has the shape)."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a dict of the run's state"
+    model = state.get("model")
+    if not isinstance(model, dict) or not model or not all(torch.is_tensor(v) for v in model.values()):
+        return "its model weights (a dict of tensors) are missing"
+    if not isinstance(state.get("task"), str):
+        return "its task string is missing"
+    step = state.get("global_step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return "its global_step is missing or not an integer >= 0"
+    anchors = state.get("anchors")
+    if anchors is not None and not (isinstance(anchors, dict) and isinstance(anchors.get("anchors", []), list)):
+        return "its anchor state is malformed"
+    return None
 
 
 def upgrade_checkpoint(run_dir: Path) -> Path:

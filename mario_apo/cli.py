@@ -106,6 +106,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         cfg = load_run_config(run_dir)
+        RunFiles(run_dir).refuse_links()
         asked = requested_task(args)
         if asked and parse_task(asked).name != cfg.task:
             raise UsageError(

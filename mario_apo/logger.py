@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mario_apo.errors import TrainingError
-from mario_apo.runs import RunFiles, open_for_append, write_atomic
+from mario_apo.runs import RunFiles, make_run_subdir, open_for_append, write_atomic
 
 
 def is_update_record(record: dict[str, Any]) -> bool:
@@ -25,13 +25,17 @@ def is_update_record(record: dict[str, Any]) -> bool:
 
 
 def read_metrics(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of a metrics.jsonl, skipping a line torn by a kill mid-write."""
-    with path.open() as lines:
+    """The records of a metrics.jsonl, skipping a line torn by a kill mid-write (or anything else that
+    is not a record: a JSON object with an integer ``global_step``)."""
+    with path.open(errors="replace") as lines:
         for line in lines:
             try:
-                yield json.loads(line)
+                record = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            step = record.get("global_step") if isinstance(record, dict) else None
+            if isinstance(step, int) and not isinstance(step, bool):
+                yield record
 
 
 class RunLogger:
@@ -57,7 +61,7 @@ class RunLogger:
 
             # purge_step: events the interrupted process wrote after the checkpoint are dropped
             purge = None if resume_step is None else resume_step + 1
-            self._tensorboard = SummaryWriter(str(files.tensorboard), purge_step=purge)
+            self._tensorboard = SummaryWriter(str(make_run_subdir(files.tensorboard)), purge_step=purge)
 
     @staticmethod
     def _init_wandb(run_dir: Path, config: dict[str, Any], log_cfg: dict[str, Any]):

@@ -96,6 +96,23 @@ class RunFiles:
     def tensorboard(self) -> Path:
         return self.dir / "tensorboard"
 
+    def refuse_links(self) -> None:
+        """Before a process writes into this run dir: refuse one that holds a symbolic link (at its top or
+        in a folder the run writes into), which would have the run's writes land elsewhere.
+
+        :raises CheckpointError: naming the first link
+        """
+        for folder in (self.dir, self.videos, self.tensorboard, self.dir / "wandb"):
+            if folder != self.dir and not folder.exists() and not folder.is_symlink():
+                continue
+            entries = [folder] if folder.is_symlink() else [folder, *folder.iterdir()]
+            link = next((entry for entry in entries if entry.is_symlink()), None)
+            if link is not None:
+                raise CheckpointError(
+                    f"{link} is a symbolic link: a run dir's files must be its own (links would send its writes "
+                    "elsewhere); replace it with the file itself, or train a copy of the run dir"
+                )
+
     def learner(self, index: int) -> Path:
         """A population's learner ``index``: an ordinary run dir."""
         return self.dir / f"{self.LEARNER_PREFIX}{index}"
@@ -121,7 +138,7 @@ def check_name(value: Any, what: str) -> str:
 _NO_FOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _refuse_non_regular(path: Path) -> None:
+def refuse_non_regular(path: Path) -> None:
     """Writes replace regular files only: a symlink, a device or a directory in the way is refused."""
     try:
         mode = os.lstat(path).st_mode
@@ -141,7 +158,7 @@ def write_atomic(path: Path, data: bytes | str) -> None:
     :raises OSError: the write failed or ``path`` is not a regular file; the temp file is removed
     """
     path = Path(path)
-    _refuse_non_regular(path)
+    refuse_non_regular(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o644)
@@ -149,11 +166,23 @@ def write_atomic(path: Path, data: bytes | str) -> None:
             out.write(data.encode() if isinstance(data, str) else data)
             out.flush()
             os.fsync(out.fileno())
-        _refuse_non_regular(path)
+        refuse_non_regular(path)
         os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def make_run_subdir(path: Path) -> Path:
+    """A folder inside a run dir (``videos/``, ``tensorboard/``), created if missing; one that is a
+    symbolic link (it would send the run's files elsewhere) is refused.
+
+    :raises OSError: ``path`` is a symbolic link or not a folder
+    """
+    path.mkdir(exist_ok=True)
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        raise OSError(f"{path} is not a plain folder (a symbolic link?): refusing to write into it")
+    return path
 
 
 def open_for_append(path: Path):

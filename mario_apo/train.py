@@ -110,6 +110,8 @@ def train(
     :param hub: a population's anchor hub (``--share-anchors``), for APO
     """
     trainer = Trainer(cfg, run_dir, resume, hub)
+    if resume:  # the run is unfinished again; only now that it has everything it needs to go on
+        trainer.files.summary.unlink(missing_ok=True)
     ppo, state = cfg.ppo, trainer.state
     progress = tqdm(
         total=ppo.num_updates * ppo.batch_size,
@@ -208,7 +210,6 @@ class Trainer:
             self.state = TrainState()
             if checkpoint is not None:
                 self._restore(checkpoint)
-                self.files.summary.unlink(missing_ok=True)  # a resumed run is unfinished again
 
             self.logger = RunLogger(run_dir, read_run_record(run_dir), self.state.global_step if resume else None)
             obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32

@@ -6,10 +6,13 @@ that is renamed at the end and deleted on failure, so a wrong video is never lef
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from mario_apo.runs import refuse_non_regular
 
 VIDEO_FORMATS = (".mp4", ".gif")
 
@@ -28,12 +31,14 @@ class VideoWriter:
         self.path = check_video_path(path)
         self.fps, self.scale = fps, scale
         self.frames = 0
-        self._tmp = self.path.with_name(f".{self.path.stem}.tmp{self.path.suffix}")
+        # a fresh name: a file (or link) already in the folder is never written through
+        self._tmp = self.path.with_name(f".{self.path.stem}.{uuid.uuid4().hex[:12]}.tmp{self.path.suffix}")
 
     def __enter__(self) -> VideoWriter:
         import imageio.v2 as imageio
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        refuse_non_regular(self.path)
         if self.path.suffix == ".mp4":
             self._writer = imageio.get_writer(self._tmp, fps=self.fps, macro_block_size=1)
         else:  # GIF delays are in 10 ms units: 60 fps plays at 50
@@ -54,6 +59,7 @@ class VideoWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         self._writer.close()
         if exc_type is None:
+            refuse_non_regular(self.path)
             self._tmp.replace(self.path)
         else:
             self._tmp.unlink(missing_ok=True)

@@ -16,12 +16,12 @@ from conftest import assert_one_line_error, run_train
 
 
 def test_save_load_round_trip(tmp_path):
-    state = {"model": {"w": torch.randn(3, 3)}, "global_step": 42, "rng": torch.get_rng_state()}
+    state = {"model": {"w": torch.randn(3, 3)}, "task": "cartpole", "global_step": 42, "rng": torch.get_rng_state()}
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, state)
     loaded = load_checkpoint(path)
     torch.testing.assert_close(loaded["model"]["w"], state["model"]["w"])
-    assert loaded["global_step"] == 42 and not (tmp_path / "checkpoint.pt.tmp").exists()
+    assert loaded["global_step"] == 42 and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
 
 
 @pytest.mark.slow

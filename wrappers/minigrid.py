@@ -25,6 +25,7 @@ _NAME_RE = re.compile(
     r"^(DoorKey-(5x5|6x6|8x8|16x16)|Empty-(Random-)?\d+x\d+|FourRooms|Unlock|MultiRoom-N\d+(-S\d+)?|"
     r"LavaGapS\d+|(Lava|Simple)CrossingS\d+N\d+|DistShift[12]|Dynamic-Obstacles-(Random-)?\d+x\d+)$"
 )
+MINIGRID_ACTIONS = 7  # left, right, forward, pickup, drop, toggle, done: the same in every MiniGrid env
 MINIGRID_EXAMPLES = "DoorKey-5x5, DoorKey-6x6, DoorKey-8x8, DoorKey-16x16, Empty-8x8, FourRooms, Unlock"
 
 
