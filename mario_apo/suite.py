@@ -45,11 +45,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mario_apo.config import ALGOS
+from mario_apo.config import ALGOS, RunConfig, check_setting
 from mario_apo.errors import SuiteError, TaskError, UsageError
-from mario_apo.flags import resolve_run_config, train_parser
+from mario_apo.flags import config_fields, flag_dest, resolve_run_config, train_parser
 from mario_apo.logger import is_update_record, read_metrics
-from mario_apo.runs import RunFiles, lock_holder, write_json
+from mario_apo.runs import RunFiles, check_name, lock_holder, write_json
 from mario_apo.stopping import StopRequest
 from mario_apo.tasks import parse_task
 
@@ -112,6 +112,10 @@ def load_suite(path: Path) -> Suite:
     unknown = set(data) - known
     if unknown:
         raise SuiteError(f"{path}: unknown keys {sorted(unknown)}; valid keys are {sorted(known)}")
+    try:
+        _check_suite_values(data)
+    except UsageError as err:
+        raise SuiteError(f"{path}: {err}") from None
     suite = Suite(**data, path=path)
     for task in suite.tasks:
         try:
@@ -123,6 +127,75 @@ def load_suite(path: Path) -> Suite:
             raise SuiteError(f"{path}: [algos.{label}] needs algo = one of {', '.join(map(repr, ALGOS))}")
     _check_flags(suite)
     return suite
+
+
+MAX_CELLS = 100_000
+"""The most runs a suite's matrix may hold (tasks x algos x seeds)."""
+
+
+def _is_int(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _check_suite_values(data: dict[str, Any]) -> None:
+    """Every top-level value of a suite file, by type and range; the settings tables by ``_check_settings``."""
+    check_name(data["name"], "the suite's name")  # runs/<name>, experiments/results/<name>
+    tasks, seeds, algos = data["tasks"], data["seeds"], data["algos"]
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
+        raise UsageError(f"tasks must be a non-empty list of task strings, got {tasks!r}")
+    if not isinstance(seeds, list) or not seeds or not all(_is_int(s, 0, 2**63 - 1) for s in seeds):
+        raise UsageError(f"seeds must be a non-empty list of integers >= 0, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(f"seeds must not repeat, got {seeds!r}")
+    limits = {"total_steps": (1, 10**12), "jobs": (1, 1024), "checkpoint_every": (1, 10**9)}
+    limits["random_policy_episodes"] = (0, 10**6)
+    for key, (low, high) in limits.items():
+        if key in data and not _is_int(data[key], low, high):
+            raise UsageError(f"{key} must be an integer in {low:,}-{high:,}, got {data[key]!r}")
+    if not isinstance(data.get("description", ""), str):
+        raise UsageError("description must be a string")
+    if not isinstance(algos, dict) or not algos or not all(isinstance(t, dict) for t in algos.values()):
+        raise UsageError("algos must hold one table per compared algorithm: [algos.<label>] with algo = ...")
+    if len(tasks) * len(seeds) * len(algos) > MAX_CELLS:
+        raise UsageError(
+            f"the matrix of {len(tasks)} tasks x {len(algos)} algos x {len(seeds)} seeds exceeds {MAX_CELLS:,} runs"
+        )
+    _check_settings(data.get("train", {}), "[train]")
+    for label, settings in algos.items():
+        check_name(label, "an algo label ([algos.<label>], part of its runs' names)")
+        _check_settings(settings, f"[algos.{label}]")
+
+
+# The keys a suite's [train] and [algos.*] tables take: the settings of a run, and the population's.
+# What a run *is* (its task, seed, budget, name, folder, resumption) belongs to the runner.
+_RUNNER_OWNED = {"seed", "total_steps", "run_dir", "name", "checkpoint_every", "progress"}
+_POPULATION_KEYS = {"learners": (1, 1024), "share_anchors": None}
+
+
+def _suite_setting_fields() -> dict[str, Any]:
+    fields = {}
+    for cls in (RunConfig, *RunConfig.PARTS.values()):
+        for f in config_fields(cls):
+            if flag_dest(f) not in _RUNNER_OWNED:
+                fields[flag_dest(f)] = f
+    return fields
+
+
+def _check_settings(settings: Any, table: str) -> None:
+    if not isinstance(settings, dict):
+        raise UsageError(f"{table} must be a table of settings")
+    fields = _suite_setting_fields()
+    for key, value in settings.items():
+        if key in _POPULATION_KEYS:
+            limits = _POPULATION_KEYS[key]
+            valid = isinstance(value, bool) if limits is None else _is_int(value, *limits)
+            if not valid:
+                raise UsageError(f"{table} {key} must be {'true or false' if limits is None else 'an integer 1-1024'}")
+        elif key in fields:
+            check_setting(fields[key], value, f"{table} {key}")
+        else:
+            owner = " (the suite runner sets it for each run)" if key in _RUNNER_OWNED | {"task", "resume"} else ""
+            raise UsageError(f"{table} has no run setting {key!r}{owner}: 'mario-apo train --help' lists them")
 
 
 def _check_flags(suite: Suite) -> None:
@@ -167,8 +240,8 @@ def _flags(values: dict[str, Any]) -> list[str]:
             args.append(flag if value else "--no-" + key.replace("_", "-"))
         elif isinstance(value, list):  # a list setting's flag takes its items comma-separated
             args += [flag, ",".join(map(str, value))]
-        else:
-            args += [flag, str(value)]
+        else:  # one argument: a value that starts with dashes stays a value
+            args.append(f"{flag}={value}")
     return args
 
 

@@ -69,8 +69,8 @@ def test_matrix_expansion_and_commands(tmp_path):
     assert "apo-mario-1-1-goal-600-s3" in {s.name for s in specs}
     apo = train_command(suite, specs[3], "new", threads=1)
     ppo = train_command(suite, specs[0], "new", threads=1)
-    assert apo[apo.index("--beta") + 1] == "0.5" and "--beta" not in ppo
-    assert ppo[ppo.index("--max-episode-steps") + 1] == "500" and ppo[ppo.index("--seed") + 1] == "1"
+    assert "--beta=0.5" in apo and not any(arg.startswith("--beta") for arg in ppo)
+    assert "--max-episode-steps=500" in ppo and ppo[ppo.index("--seed") + 1] == "1"
     assert ppo[ppo.index("--wandb-group") + 1] == "tiny"
     assert train_command(suite, specs[0], "resume", threads=1)[-2:] == ["--resume", "runs/tiny/ppo-cartpole-s1"]
 
@@ -79,11 +79,20 @@ def test_matrix_expansion_and_commands(tmp_path):
     "edit, valid",
     [
         (lambda t: t.replace('tasks = ["cartpole"]', 'tasks = ["mario:9-9"]'), "valid levels"),
-        (lambda t: t.replace('algo = "ppo"', 'algo = "dqn"'), "needs algo = one of 'ppo', 'apo', 'sil'"),
+        (lambda t: t.replace('algo = "ppo"', 'algo = "dqn"'), "algo must be one of ppo, apo, sil"),
         (lambda t: t.replace("seeds = [1, 2]\n", ""), "lacks seeds"),
         (lambda t: "bogus = 1\n" + t, "unknown keys"),
-        (lambda t: t + "\nbetta = 1\n", "unrecognized arguments: --betta"),
-        (lambda t: t.replace("beta = 0.5", "beta = -1"), "expected a finite number >= 0"),
+        (lambda t: t + "\nbetta = 1\n", "has no run setting 'betta'"),
+        (lambda t: t.replace("beta = 0.5", "beta = -1"), "beta must be a finite number >= 0"),
+        (lambda t: t.replace("seeds = [1, 2]", 'seeds = "12"'), "seeds must be a non-empty list of integers"),
+        (lambda t: t.replace("seeds = [1, 2]", "seeds = []"), "seeds must be a non-empty list"),
+        (lambda t: t.replace("jobs = 2", "jobs = 0"), "jobs must be an integer in 1-1,024"),
+        (lambda t: t.replace('name = "tiny"', 'name = "../x"'), "is not a valid name"),
+        (lambda t: t.replace('name = "tiny"', 'name = "/tmp/x"'), "is not a valid name"),
+        (lambda t: t + '\nresume = "runs/other"\n', "the suite runner sets it"),
+        (lambda t: t + "\nhelp = true\n", "has no run setting 'help'"),
+        (lambda t: t + "\nseed = 3\n", "the suite runner sets it"),
+        (lambda t: t + "\ngae_lambda = 1.5\n", "gae_lambda must be a number in"),
         (lambda t: t.replace("[algos.ppo]", "[algos.ppo"), "not valid TOML"),
     ],
 )
