@@ -157,8 +157,12 @@ def stored_frames_by_episode(run_dir: Path) -> dict[tuple[int | None, int], np.n
 
 
 def replay_video_path(run_dir: Path, anchor: dict[str, Any]) -> Path:
-    """Where ``mario-apo replay`` writes an anchor's video by default."""
-    return make_run_subdir(RunFiles(run_dir).videos) / f"anchor-{anchor['rank']}-ep{anchor['episode_id']}.mp4"
+    """Where ``mario-apo replay`` writes an anchor's video by default (``videos/``, made if missing)."""
+    try:
+        videos = make_run_subdir(RunFiles(run_dir).videos)
+    except OSError as err:
+        raise ReplayError(str(err)) from None
+    return videos / f"anchor-{anchor['rank']}-ep{anchor['episode_id']}.mp4"
 
 
 def write_best_anchor_video(run_dir: Path, task: Task, env_cfg: EnvConfig, best: Any) -> Path | None:

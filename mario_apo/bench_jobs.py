@@ -40,11 +40,6 @@ def machine_record(device: str | None = None) -> dict:
     return record
 
 
-def write_json(result: dict, path: str) -> None:
-    with open(path, "w") as out:
-        json.dump(result, out, indent=2)
-
-
 def quiet_run_config(job: dict, run_dir: str, **settings) -> RunConfig:
     """A benchmark job's run: the family's defaults, recording nothing but its run dir (W&B off, no
     progress bar, one checkpoint at the end, no final evaluation unless ``settings`` ask)."""

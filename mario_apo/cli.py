@@ -40,6 +40,7 @@ from mario_apo.flags import (
     env_config,
     fraction_list,
     given_setting_flags,
+    output_file,
     positive_int,
     positive_int_list,
     requested_task,
@@ -108,7 +109,7 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = load_run_config(run_dir)
         RunFiles(run_dir).refuse_links()
         asked = requested_task(args)
-        if asked and parse_task(asked).name != cfg.task:
+        if asked is not None and parse_task(asked).name != cfg.task:
             raise UsageError(
                 f"{run_dir} trains {cfg.task!r}, not {parse_task(asked).name!r}: a run resumes its own task"
             )
@@ -207,8 +208,10 @@ def add_eval_command(commands: argparse._SubParsersAction) -> None:
         help="Mario levels to evaluate on (the run's reward mode). Default: the run's level",
     )
     evaluation.add_argument("--seed", type=int, default=0, help="seed of the eval envs and sampling. Default: 0")
-    evaluation.add_argument("--video", help="record the first episode (of the first level) to this .mp4 or .gif")
-    evaluation.add_argument("--json", help="where to write the results. Default: <run_dir>/eval.json")
+    evaluation.add_argument(
+        "--video", type=output_file, help="record the first episode (of the first level) to this .mp4 or .gif"
+    )
+    evaluation.add_argument("--json", type=output_file, help="where to write the results. Default: <run_dir>/eval.json")
     evaluation.add_argument("--device", default="auto", help=f"where the policy runs: {DEVICE_FORMS}. Default: auto")
 
 
@@ -241,7 +244,7 @@ def run_eval(args: argparse.Namespace) -> None:
             f"max x mean {result['mean_max_x']:.0f}; length mean {result['mean_length']:.0f}"
         )
     out = Path(args.json) if args.json else RunFiles(run_dir).evaluation
-    out.write_text(json.dumps({"run_dir": str(run_dir), "results": results}, indent=2))
+    write_json(out, {"run_dir": str(run_dir), "results": results})
     print(f"wrote {out}" + (f" and {args.video}" if args.video else ""))
 
 
@@ -255,7 +258,9 @@ def add_replay_command(commands: argparse._SubParsersAction) -> None:
     replaying.set_defaults(run=run_replay)
     replaying.add_argument("run_dir", help="a run dir, runs/<name>")
     replaying.add_argument("--episode", default="best", help="best (default), all, or an anchor rank N (0 = best)")
-    replaying.add_argument("--out", help="video file, .mp4 or .gif. Default: <run_dir>/videos/anchor-<rank>-ep<id>.mp4")
+    replaying.add_argument(
+        "--out", type=output_file, help="video file, .mp4 or .gif. Default: <run_dir>/videos/anchor-<rank>-ep<id>.mp4"
+    )
     replaying.add_argument(
         "--fps",
         type=positive_int,

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from mario_apo.device import DEVICE_FORMS, resolve_device
 from mario_apo.errors import UsageError
-from mario_apo.flags import Parser, add_env_flags, env_config, positive_int, positive_int_list
+from mario_apo.flags import Parser, add_env_flags, env_config, output_file, positive_int, positive_int_list
+from mario_apo.runs import write_json
 from mario_apo.tasks import parse_task
 
 
@@ -38,7 +39,7 @@ def _add_env_bench(benches: argparse._SubParsersAction) -> None:
     env.set_defaults(run=run_bench_env)
     env.add_argument("--seconds", type=float, default=8.0, help="seconds per measurement. Default: 8")
     env.add_argument("--seed", type=int, default=0, help="seed of the random actions. Default: 0")
-    env.add_argument("--json", default="bench-env.json", help="where to write the JSON result. Default: bench-env.json")
+    _add_json_flag(env, "bench-env.json")
     add_env_flags(env)
 
 
@@ -69,9 +70,7 @@ def _add_train_bench(benches: argparse._SubParsersAction) -> None:
     )
     train_bench.add_argument("--skip-cartpole", action="store_true", help="only the Mario SPS comparison")
     train_bench.add_argument("--seed", type=int, default=1, help="seed of every job. Default: 1")
-    train_bench.add_argument(
-        "--json", default="bench-train.json", help="where to write the JSON result. Default: bench-train.json"
-    )
+    _add_json_flag(train_bench, "bench-train.json")
 
 
 def _add_parity_bench(benches: argparse._SubParsersAction) -> None:
@@ -108,9 +107,7 @@ def _add_parity_bench(benches: argparse._SubParsersAction) -> None:
     parity.add_argument(
         "--greedy-episodes", type=positive_int, default=20, help="greedy final-policy episodes. Default: 20"
     )
-    parity.add_argument(
-        "--json", default="bench-parity.json", help="where to write the JSON result. Default: bench-parity.json"
-    )
+    _add_json_flag(parity, "bench-parity.json")
 
 
 def _add_population_bench(benches: argparse._SubParsersAction) -> None:
@@ -124,16 +121,19 @@ def _add_population_bench(benches: argparse._SubParsersAction) -> None:
         "--steps", type=positive_int, default=10240, help="agent steps per learner. Default: 10240 (10 Mario updates)"
     )
     population.add_argument("--seed", type=int, default=1, help="seed of the runs. Default: 1")
-    population.add_argument(
-        "--json", default="bench-population.json", help="where to write the JSON result. Default: bench-population.json"
+    _add_json_flag(population, "bench-population.json")
+
+
+def _add_json_flag(bench: argparse.ArgumentParser, default: str) -> None:
+    """Where a benchmark writes its result (checked before the benchmark runs)."""
+    bench.add_argument(
+        "--json", type=output_file, default=default, help=f"where to write the JSON result. Default: {default}"
     )
 
 
 def _show(result: dict, table: str, path: str) -> None:
-    from mario_apo.bench_jobs import write_json
-
     print(table)
-    write_json(result, path)
+    write_json(Path(path), result)
     print(f"wrote {path}")
 
 

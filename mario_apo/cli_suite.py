@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from mario_apo.errors import TrainingError, UsageError
-from mario_apo.flags import Parser, non_negative_float, positive_int
+from mario_apo.flags import Parser, non_negative_float, output_file, positive_int
 from mario_apo.report import write_report
 from mario_apo.report_population import write_population_report
 from mario_apo.report_wandb import write_wandb_summary
@@ -68,7 +68,9 @@ def add_suite_commands(commands: argparse._SubParsersAction) -> None:
     )
     suite_pack.set_defaults(run=run_suite_pack)
     suite_pack.add_argument("suite_file", help="a suite file, e.g. experiments/cartpole.toml")
-    suite_pack.add_argument("--out", help="the archive. Default: experiments/results/<suite name>/finished-runs.tar.gz")
+    suite_pack.add_argument(
+        "--out", type=output_file, help="the archive. Default: experiments/results/<suite name>/finished-runs.tar.gz"
+    )
     suite_status = suites.add_parser(
         "status", help="the matrix at a glance: finished / running / interrupted (at step) / pending, and an ETA"
     )

@@ -28,6 +28,7 @@ from mario_apo.config import (
     valid_values,
 )
 from mario_apo.errors import UsageError
+from mario_apo.runs import check_output_file
 from mario_apo.tasks import parse_task
 
 
@@ -83,6 +84,15 @@ def probability(text: str) -> float:
     if value >= 1:
         raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text!r}")
     return value
+
+
+def output_file(text: str) -> str:
+    """An output file path, checked before any work (``runs.check_output_file``)."""
+    try:
+        check_output_file(text, "")
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(str(err).strip()) from None
+    return text
 
 
 def positive_int_list(text: str) -> list[int]:
@@ -236,7 +246,7 @@ def train_parser() -> Parser:
 
 def requested_task(args: argparse.Namespace) -> str | None:
     """The task string given by --level/--reward or --task; None when neither is given."""
-    return f"mario:{args.level}:{args.reward or 'dense'}" if args.level else args.task
+    return f"mario:{args.level}:{args.reward or 'dense'}" if args.level is not None else args.task
 
 
 def resolve_run_config(args: argparse.Namespace) -> RunConfig:
@@ -247,7 +257,8 @@ def resolve_run_config(args: argparse.Namespace) -> RunConfig:
         raise UsageError(
             "--reward goes with --level; with --task write the reward into the task string (mario:1-1:sparse)"
         )
-    task = parse_task(requested_task(args) or "mario:1-1")
+    asked = requested_task(args)
+    task = parse_task("mario:1-1" if asked is None else asked)
     cfg = RunConfig(task=task.name, ppo=ppo_defaults(task.family))
     for part in (cfg, cfg.env, cfg.ppo, cfg.anchor, cfg.sil, cfg.log):
         apply_flags(args, part)

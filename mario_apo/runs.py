@@ -161,8 +161,7 @@ def write_atomic(path: Path, data: bytes | str) -> None:
     refuse_non_regular(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o644)
-        with os.fdopen(fd, "wb") as out:
+        with open_new_file(tmp) as out:
             out.write(data.encode() if isinstance(data, str) else data)
             out.flush()
             os.fsync(out.fileno())
@@ -183,6 +182,31 @@ def make_run_subdir(path: Path) -> Path:
     if not stat.S_ISDIR(os.lstat(path).st_mode):
         raise OSError(f"{path} is not a plain folder (a symbolic link?): refusing to write into it")
     return path
+
+
+def check_output_file(path: str | Path, what: str) -> Path:
+    """An output file named on the command line, checked before any work: nothing or a regular file at
+    ``path`` (never a folder, link or device), in a folder that exists (or will be made) and is writable.
+
+    :raises UsageError: naming ``what`` (``--json``) and the problem
+    """
+    path = Path(path)
+    try:
+        refuse_non_regular(path)
+    except OSError as err:
+        raise UsageError(f"{what} {err}") from None
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {path}: {folder} is not a folder this user can write into")
+    return path
+
+
+def open_new_file(path: Path):
+    """A binary file that did not exist, created exclusively (nothing already there, a link included, is
+    opened); for temp files that are renamed into place."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o644), "wb")
 
 
 def open_for_append(path: Path):

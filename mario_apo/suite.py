@@ -49,7 +49,15 @@ from mario_apo.config import ALGOS, RunConfig, check_setting
 from mario_apo.errors import SuiteError, TaskError, UsageError
 from mario_apo.flags import config_fields, flag_dest, resolve_run_config, train_parser
 from mario_apo.logger import is_update_record, read_metrics
-from mario_apo.runs import RunFiles, check_name, lock_holder, write_json
+from mario_apo.runs import (
+    RunFiles,
+    check_name,
+    check_output_file,
+    lock_holder,
+    open_new_file,
+    refuse_non_regular,
+    write_json,
+)
 from mario_apo.stopping import StopRequest
 from mario_apo.tasks import parse_task
 
@@ -575,20 +583,26 @@ def pack_finished_runs(suite: Suite, out: Path | None = None) -> tuple[Path, int
     report so it regenerates from a fresh clone; returns its path and how many runs it holds."""
     import tarfile
 
-    out = Path(out or suite.results_dir / "finished-runs.tar.gz")
+    out = check_output_file(out or suite.results_dir / "finished-runs.tar.gz", "suite pack --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     finished = [spec.name for spec in expand(suite) if RunFiles(suite.runs_dir / spec.name).summary.exists()]
-    partial = out.with_name(out.name + ".partial")
-    with tarfile.open(partial, "w:gz") as tar:
-        if (suite.runs_dir / "random_policy.json").exists():
-            tar.add(suite.runs_dir / "random_policy.json", arcname="random_policy.json")
-        for name in finished:
-            run_dir = suite.runs_dir / name
-            for folder in [run_dir, *RunFiles(run_dir).learners()]:  # a run, or a population and its learners
-                for file in RunFiles.PACKED:
-                    if (folder / file).exists():
-                        _pack_file(tar, folder / file, str((folder / file).relative_to(suite.runs_dir)))
-    os.replace(partial, out)  # a stopped pack leaves the previous archive whole
+    # a stopped pack leaves the previous archive whole: written under a fresh name, renamed when complete
+    partial = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.partial")
+    try:
+        with open_new_file(partial) as file, tarfile.open(fileobj=file, mode="w:gz") as tar:
+            if (suite.runs_dir / "random_policy.json").is_file():
+                _pack_file(tar, suite.runs_dir / "random_policy.json", "random_policy.json")
+            for name in finished:
+                run_dir = suite.runs_dir / name
+                for folder in [run_dir, *RunFiles(run_dir).learners()]:  # a run, or a population and its learners
+                    for file_name in RunFiles.PACKED:
+                        path = folder / file_name
+                        if path.is_file() and not path.is_symlink():  # a link's target is not the run's
+                            _pack_file(tar, path, str(path.relative_to(suite.runs_dir)))
+        refuse_non_regular(out)
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
     return out, len(finished)
 
 
@@ -598,14 +612,14 @@ def _pack_file(tar, path: Path, arcname: str) -> None:
     import tarfile
 
     if path.name != RunFiles(path.parent).metrics.name:
-        tar.add(path, arcname=arcname)
-        return
-    lines = []
-    for record in read_metrics(path):
-        if is_update_record(record):  # an update's line (episode and population lines are kept whole)
-            record = {key: value for key, value in record.items() if key in PACKED_UPDATE_KEYS}
-        lines.append(json.dumps(record) + "\n")
-    data = "".join(lines).encode()
+        data = path.read_bytes()
+    else:
+        lines = []
+        for record in read_metrics(path):
+            if is_update_record(record):  # an update's line (episode and population lines are kept whole)
+                record = {key: value for key, value in record.items() if key in PACKED_UPDATE_KEYS}
+            lines.append(json.dumps(record) + "\n")
+        data = "".join(lines).encode()
     info = tarfile.TarInfo(arcname)
     info.size, info.mtime = len(data), int(path.stat().st_mtime)
     tar.addfile(info, io.BytesIO(data))
