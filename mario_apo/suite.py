@@ -27,6 +27,8 @@ first checkpoint start again.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -37,6 +39,7 @@ import threading
 import time
 import tomllib
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +57,7 @@ from mario_apo.runs import (
     check_name,
     check_output_file,
     lock_holder,
+    open_for_append,
     open_new_file,
     refuse_non_regular,
     write_json,
@@ -300,16 +304,18 @@ class _Children:
         self._lock = threading.Lock()
 
     def run(self, command: list[str], log: Path, env: dict[str, str]) -> int | None:
-        """The exit code of ``command``, or None if the runner is stopping and it was not started."""
-        with self._lock, log.open("a") as out:
+        """The exit code of ``command``, or None if the runner is stopping and it was not started (or the
+        stop signal reached it before it could checkpoint: it had nothing to save)."""
+        with self._lock:
             if self.stopping:
                 return None
-            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            with open_for_append(log) as out:
+                proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             self._procs.add(proc)
         code = proc.wait()
         with self._lock:
             self._procs.discard(proc)
-        return code
+        return None if self.stopping and code == -signal.SIGTERM else code
 
     def stop(self, signum, frame) -> None:
         self.stopping = True
@@ -371,24 +377,50 @@ def run_suite(
     return counts
 
 
-def launch_cell(suite: Suite, spec: RunSpec, threads: int, run, address: str | None = None) -> str:
+def launch_cell(
+    suite: Suite, spec: RunSpec, threads: int, run, address: str | None = None, stopping=lambda: False
+) -> str:
     """Take one cell on from where its run dir stands (new; stale: start over; interrupted: resume)
-    with ``run(command, log)`` (its exit code, or None if stopped before it started); the outcome."""
+    with ``run(command, log)`` (its exit code, or None if stopped before it started); the outcome.
+
+    The runner first claims the cell (``claim_cell``): two runners of one suite never take the same cell,
+    and one never takes another's just-created run dir (no checkpoint yet, not locked yet) for stale."""
+    if stopping():
+        return "stopped"
     run_dir = suite.runs_dir / spec.name
-    state = run_state(run_dir)
-    if state == "done":  # finished meanwhile (a retried Ray task whose first try had finished)
-        return "ran"
-    if state == "running":
-        return "elsewhere"
-    if state == "stale":  # config and metrics of a run that never reached a checkpoint
-        shutil.rmtree(run_dir)
-        state = "new"
-    code = run(train_command(suite, spec, state, threads, address), suite.runs_dir / f"{spec.name}.log")
+    with claim_cell(suite.runs_dir / f".{spec.name}.claim") as claimed:
+        if not claimed:
+            return "elsewhere"
+        state = run_state(run_dir)
+        if state == "done":  # finished meanwhile (another runner, or a retried Ray task whose first try finished)
+            return "ran"
+        if state == "running":
+            return "elsewhere"
+        if state == "stale":  # config and metrics of a run that never reached a checkpoint
+            shutil.rmtree(run_dir)
+            state = "new"
+        code = run(train_command(suite, spec, state, threads, address), suite.runs_dir / f"{spec.name}.log")
     if code is None or (code == 0 and not RunFiles(run_dir).summary.exists()):
         return "stopped"
-    if code == 2 and lock_holder(run_dir):  # another runner started it between our look and our start
+    if code == 2 and lock_holder(run_dir):  # someone started it by hand between our look and our start
         return "elsewhere"
     return "ran" if code == 0 else "failed"
+
+
+@contextlib.contextmanager
+def claim_cell(path: Path) -> Iterator[bool]:
+    """An exclusive OS lock (``flock``) on a cell's claim file while a runner takes the cell on: True when
+    this runner got it, False when another holds it. The OS releases it when the runner ends, however."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 def _run_locally(suite: Suite, todo: list[RunSpec], jobs: int, threads: int, env: dict, finished) -> None:
@@ -398,7 +430,12 @@ def _run_locally(suite: Suite, todo: list[RunSpec], jobs: int, threads: int, env
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             futures = {
                 pool.submit(
-                    launch_cell, suite, spec, threads, lambda command, log: children.run(command, log, env)
+                    launch_cell,
+                    suite,
+                    spec,
+                    threads,
+                    lambda command, log: children.run(command, log, env),
+                    stopping=lambda: children.stopping,
                 ): spec
                 for spec in todo
             }
@@ -426,7 +463,7 @@ def ray_cell(suite: Suite, spec: RunSpec, threads: int, env: dict, cwd: str, add
     def run(command: list[str], log: Path) -> int | None:
         if stop_requested():
             return None
-        with log.open("a") as out:
+        with open_for_append(log) as out:
             proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         while proc.poll() is None:
             if stop_requested():
@@ -436,7 +473,7 @@ def ray_cell(suite: Suite, spec: RunSpec, threads: int, env: dict, cwd: str, add
             time.sleep(1.0)
         return proc.returncode
 
-    return launch_cell(suite, spec, threads, run, address)
+    return launch_cell(suite, spec, threads, run, address, stopping=stop_requested)
 
 
 CELL_RETRIES = 2

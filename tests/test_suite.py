@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -276,6 +277,22 @@ def test_two_runners_share_a_suite_and_sigterm_stops_one_with_checkpoints(tmp_pa
     assert main(["suite", "status", str(path)]) == 0
     text = capsys.readouterr().out
     assert "2 interrupted, 2 pending" in text and "at step" in text
+
+
+@pytest.mark.slow
+def test_two_runners_started_at_once_both_finish_with_counts_that_add_up(tmp_path, monkeypatch):
+    """Each cell is claimed by one runner (no runner takes the other's fresh run dir for stale and
+    deletes it); between them the runners run every cell exactly once."""
+    monkeypatch.chdir(tmp_path)
+    path = write_suite(tmp_path, TINY.replace("jobs = 2", "jobs = 1"))
+    command = [sys.executable, "-m", "mario_apo.cli", "suite", "run", str(path)]
+    runners = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [runner.communicate(timeout=240)[0] for runner in runners]
+    assert [runner.returncode for runner in runners] == [0, 0], outputs
+    ran = [int(re.search(r"(\d+) ran, 0 failed", out).group(1)) for out in outputs]
+    assert sum(ran) == 4, outputs
+    suite = load_suite(path)
+    assert all(run_state(suite.runs_dir / spec.name) == "done" for spec in expand(suite))
 
 
 def test_the_ladder_figure_tables_every_rung_rarest_first_and_keeps_tied_algos_apart(tmp_path):
