@@ -46,6 +46,7 @@ from mario_apo.flags import (
     requested_task,
     resolve_run_config,
 )
+from mario_apo.logger import check_wandb_online
 from mario_apo.replay import replay
 from mario_apo.runs import RunFiles, RunLock, create_run, load_run_config, write_json
 from mario_apo.tasks import parse_task, task_listing
@@ -76,12 +77,20 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A stream closed by the caller (2>&-) is None here: its output goes nowhere instead of failing.
+    sys.stdout = sys.stdout or open(os.devnull, "w")  # noqa: SIM115  (for the process's life)
+    sys.stderr = sys.stderr or open(os.devnull, "w")  # noqa: SIM115
     try:
         args = build_parser().parse_args(argv)
-        return args.run(args) or 0
+        code = args.run(args) or 0
+        sys.stdout.flush()  # here, where a reader that left is caught below, not at exit
+        return code
     except UsageError as err:
         print(f"mario-apo: error: {err}", file=sys.stderr)
         return USAGE_ERROR
+    except BrokenPipeError:  # the reader left (mario-apo tasks | head -1): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 # ---- train ----------------------------------------------------------------------------------------
@@ -127,9 +136,11 @@ def run_train(args: argparse.Namespace) -> int:
             cfg.device = args.device
         cfg.check()
         resolve_device(cfg.device)
+        check_wandb_online(cfg.log.wandb)
     else:
         cfg = resolve_run_config(args)
         resolve_device(cfg.device)  # before the run dir exists
+        check_wandb_online(cfg.log.wandb)
         run_dir = create_run(cfg)
         print(f"run dir: {run_dir}", file=sys.stderr)
     try:
@@ -163,6 +174,7 @@ def run_population(args: argparse.Namespace) -> int:
     else:
         cfg = resolve_run_config(args)
         resolve_device(cfg.device)  # the learners share it (on one GPU, cuda:0), checked before anything is written
+        check_wandb_online(cfg.log.wandb)
         learners = args.learners
     started = False
     try:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mario_apo.errors import TrainingError
+from mario_apo.errors import TrainingError, UsageError
 from mario_apo.runs import RunFiles, make_run_subdir, open_for_append, write_atomic
 
 
@@ -36,6 +36,35 @@ def read_metrics(path: Path) -> Iterator[dict[str, Any]]:
             step = record.get("global_step") if isinstance(record, dict) else None
             if isinstance(step, int) and not isinstance(step, bool):
                 yield record
+
+
+def check_wandb_online(mode: str) -> None:
+    """Before a run dir exists: ``--wandb online`` needs an API key and a reachable server, else one line
+    (W&B itself would stall for a minute and a half, then raise, leaving a dead run dir behind)."""
+    if mode != "online":
+        return
+    import netrc
+    import socket
+    from urllib.parse import urlparse
+
+    server = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    host, port = server.hostname or "api.wandb.ai", server.port or (80 if server.scheme == "http" else 443)
+    try:
+        logged_in = bool(os.environ.get("WANDB_API_KEY") or netrc.netrc().authenticators(host))
+    except (OSError, netrc.NetrcParseError):
+        logged_in = False
+    if not logged_in:
+        raise UsageError(
+            f"--wandb online needs a W&B API key (WANDB_API_KEY, or 'wandb login' for {host}); "
+            "or use --wandb offline and 'wandb sync' later"
+        )
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as err:
+        raise UsageError(
+            f"--wandb online: cannot reach {host}:{port} ({err.strerror or err}); use --wandb offline and "
+            "'wandb sync' later"
+        ) from None
 
 
 class RunLogger:

@@ -234,13 +234,19 @@ def create_population(cfg: RunConfig, learners: int, share_anchors: bool) -> Pat
 
 
 def read_population(pop_dir: Path) -> dict[str, Any]:
+    path = RunFiles(pop_dir).population
     try:
-        record = read_json(RunFiles(pop_dir).population)
-        learners = int(record["population"]["learners"])
-        bool(record["population"]["share_anchors"])
-        RunConfig.from_dict(record)
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{RunFiles(pop_dir).population} is corrupt: {err}") from None
+        record = read_json(path)
+        RunConfig.from_dict(record, source=str(path))
+        population = record.get("population")
+        learners = population.get("learners") if isinstance(population, dict) else None
+        if not isinstance(learners, int) or isinstance(learners, bool) or not 1 <= learners <= 1024:
+            raise UsageError("population.learners must be an integer in 1-1024")
+        if not isinstance(population.get("share_anchors"), bool):
+            raise UsageError("population.share_anchors must be true or false")
+    except (OSError, UnicodeDecodeError, ValueError) as err:  # ValueError: bad JSON, and UsageError
+        message = first_line(err)
+        raise CheckpointError(message if str(path) in message else f"{path}: {message}") from None
     missing = [str(d) for d in learner_dirs(pop_dir, learners) if not RunFiles(d).config.exists()]
     if missing:
         raise CheckpointError(f"population {pop_dir} lacks its learners' run dirs: {', '.join(missing)}")

@@ -328,8 +328,10 @@ def load_run_config(run_dir: Path) -> RunConfig:
     if not path.exists():
         raise CheckpointError(f"{run_dir} is not a run dir (no config.json)")
     try:
-        cfg = RunConfig.from_dict(read_json(path), source=str(path))
+        record = read_json(path)
+        cfg = RunConfig.from_dict(record, source=str(path))
         parse_task(cfg.task)
+        check_name(record.get("wandb_id"), "its wandb_id (W&B names files after it)")
     except UsageError as err:
         raise CheckpointError(str(err) if str(path) in str(err) else f"{path}: {err}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

@@ -303,3 +303,35 @@ def _toml(record: dict) -> str:
         return json.dumps(v)
 
     return "\n".join(f"{json.dumps(key)} = {value(v)}" for key, v in record.items()) + "\n"
+
+
+def test_wandb_online_without_a_key_or_network_is_one_line_before_any_run_dir(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    assert main(["train", "--task", "cartpole", "--run-dir", str(tmp_path / "runs"), "--wandb", "online"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "--wandb online needs a W&B API key")
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # the discard port: nothing listens
+    assert main(["train", "--task", "cartpole", "--run-dir", str(tmp_path / "runs"), "--wandb", "online"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "cannot reach 127.0.0.1:9")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_reader_that_leaves_early_and_a_closed_stderr_are_not_errors(tmp_path):
+    import subprocess
+    import sys
+
+    listing = subprocess.Popen(
+        [sys.executable, "-m", "mario_apo.cli", "tasks"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    listing.stdout.close()  # the reader is gone before anything is written (as head -1 after its line)
+    assert listing.wait(timeout=60) == 0 and listing.stderr.read() == b""
+    closed = subprocess.run(
+        f"{sys.executable} -m mario_apo.cli train --task cartpole --total-steps 512 --wandb disabled "
+        f"--final-eval-episodes 2 --final-eval-greedy 1 --run-dir {tmp_path} 2>&-",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert closed.returncode == 0 and '"global_step": 512' in closed.stdout
