@@ -60,20 +60,7 @@ def raw_frames_per_second(task: Task, cfg: EnvConfig, timer: Timer, seed: int) -
     if task.family == "minigrid":
         import gymnasium as gym
 
-        env = gym.make(minigrid_id(task.level))
-        env.reset(seed=seed)
-        env.action_space.seed(seed)
-
-        def step() -> int:
-            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
-            if terminated or truncated:
-                env.reset()
-            return 1
-
-        try:
-            return timer.run(step)
-        finally:
-            env.close()
+        return _random_steps_per_second(gym.make(minigrid_id(task.level)), timer, seed)
     world, stage = (int(part) for part in task.level.split("-"))
     env = SuperMarioBrosEnv(rom_mode="vanilla", target=(world, stage))
     buttons = action_bytes(cfg.action_set)
@@ -92,7 +79,11 @@ def raw_frames_per_second(task: Task, cfg: EnvConfig, timer: Timer, seed: int) -
 
 
 def single_env_steps_per_second(task: Task, cfg: EnvConfig, timer: Timer, seed: int) -> float:
-    env = make_env(task, cfg)
+    return _random_steps_per_second(make_env(task, cfg), timer, seed)
+
+
+def _random_steps_per_second(env, timer: Timer, seed: int) -> float:
+    """Steps/s of one gymnasium env under uniform-random actions (closed afterwards)."""
     env.reset(seed=seed)
     env.action_space.seed(seed)
 

@@ -37,9 +37,9 @@ from mario_apo.flags import (
     Parser,
     add_env_flags,
     add_train_flags,
+    changed_setting_flags,
     env_config,
     fraction_list,
-    given_setting_flags,
     output_file,
     positive_int,
     positive_int_list,
@@ -122,7 +122,7 @@ def run_train(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"{run_dir} trains {cfg.task!r}, not {parse_task(asked).name!r}: a run resumes its own task"
             )
-        ignored = [flag for flag in given_setting_flags(args) if flag not in RESUME_FLAGS]
+        ignored = [flag for flag in changed_setting_flags(args, cfg) if flag.split()[0] not in RESUME_FLAGS]
         if ignored:
             raise UsageError(
                 f"a run resumes with its own settings (config.json); {ignored[0]} cannot change them: "

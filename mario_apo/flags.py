@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from mario_apo.config import (
@@ -169,15 +170,20 @@ RESUME_FLAGS = ("--total-steps", "--device", "--progress/--no-progress")
 """The settings a resumed run takes from the resuming command: how long, where, and how it shows."""
 
 
-def given_setting_flags(args: argparse.Namespace) -> list[str]:
-    """The setting flags given on this command line (``--lr``, ...), by name."""
-    given = []
-    for cls in (RunConfig, EnvConfig, PPOConfig, AnchorConfig, SILConfig, LogConfig):
-        for f in config_fields(cls):
-            if getattr(args, flag_dest(f), None) is not None:
+def changed_setting_flags(args: argparse.Namespace, cfg: RunConfig) -> list[str]:
+    """The setting flags of this command line whose value differs from ``cfg``'s (a resumed run's saved
+    settings), as ``--lr 0.1 (the run's: 0.00025)``; a flag that repeats the saved value changes nothing."""
+    changed = []
+    for part in (cfg, *(getattr(cfg, key) for key in RunConfig.PARTS)):
+        for f in config_fields(type(part)):
+            value, saved = getattr(args, flag_dest(f), None), getattr(part, f.name)
+            if f.name == "run_dir" and value is not None:  # the same folder, however it is spelled
+                value, saved = Path(value).resolve(), Path(saved).resolve()
+            if value is not None and value != saved:
                 flag = "--" + flag_dest(f).replace("_", "-")
-                given.append("--progress/--no-progress" if flag == "--progress" else flag)
-    return given
+                flag = "--progress/--no-progress" if flag == "--progress" else flag
+                changed.append(f"{flag} {getattr(args, flag_dest(f))} (the run's: {getattr(part, f.name)})")
+    return changed
 
 
 def apply_flags(args: argparse.Namespace, target: Any) -> None:

@@ -251,9 +251,7 @@ class RunLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _NO_FOLLOW, 0o644)
         except OSError as err:
-            raise CheckpointError(
-                f"cannot lock {self.path.parent}: {self.path} is not a plain file ({err.strerror or err})"
-            ) from None
+            raise CheckpointError(f"cannot lock {self.path.parent}: {self.path}: {err.strerror or err}") from None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise CheckpointError(f"cannot lock {self.path.parent}: {self.path} is not a plain file")

@@ -173,7 +173,9 @@ def test_a_crafted_config_refuses_the_resume_and_keeps_the_result(run_dir, capsy
 def test_resume_refuses_the_setting_flags_it_would_ignore(run_dir, capsys):
     before = snapshot(run_dir)
     assert main(["train", "--resume", str(run_dir), "--lr", "0.1"]) == 2
-    assert_one_line_error(capsys.readouterr().err, "--lr cannot change them: --resume honours only --total-steps")
+    assert_one_line_error(
+        capsys.readouterr().err, "--lr 0.1 (the run's: 0.001) cannot change them: --resume honours only --total-steps"
+    )
     assert snapshot(run_dir) == before
 
 
