@@ -385,6 +385,8 @@ def _per_run_table(task_runs: dict[str, list[RunData]], protocol: bool) -> list[
 
 
 def _comparison_table(comparisons: list[dict], metrics: dict) -> list[str]:
+    if not comparisons:  # a suite of one algorithm (a pilot): nothing to pair
+        return ["One algorithm: no paired differences.", ""]
     n = min(c["n"] for c in comparisons)
     lines = [
         "Paired differences (A - B, per seed):",
