@@ -48,7 +48,15 @@ from mario_apo.flags import (
 )
 from mario_apo.logger import check_wandb_online
 from mario_apo.replay import replay
-from mario_apo.runs import RunFiles, RunLock, create_run, load_run_config, write_json
+from mario_apo.runs import (
+    RunFiles,
+    RunLock,
+    check_output_dir,
+    check_output_file,
+    create_run,
+    load_run_config,
+    write_json,
+)
 from mario_apo.tasks import parse_task, task_listing
 from mario_apo.video import VideoWriter, check_video_path
 
@@ -235,6 +243,7 @@ def run_eval(args: argparse.Namespace) -> None:
     run_dir = Path(args.run_dir)
     cfg = load_run_config(run_dir)
     task = parse_task(cfg.task)
+    out = check_output_file(args.json or RunFiles(run_dir).evaluation, "--json")  # before the episodes
     if args.video:
         usable_video_path(args.video)
     if args.level and not task.is_mario:
@@ -255,7 +264,6 @@ def run_eval(args: argparse.Namespace) -> None:
             f"return mean {result['mean_return']:.2f} median {result['median_return']:.2f}; "
             f"max x mean {result['mean_max_x']:.0f}; length mean {result['mean_length']:.0f}"
         )
-    out = Path(args.json) if args.json else RunFiles(run_dir).evaluation
     write_json(out, {"run_dir": str(run_dir), "results": results})
     print(f"wrote {out}" + (f" and {args.video}" if args.video else ""))
 
@@ -374,6 +382,7 @@ def add_calibrate_command(commands: argparse._SubParsersAction) -> None:
 
 def run_calibrate(args: argparse.Namespace) -> None:
     env_cfg = env_config(args)
+    check_output_dir(args.out, "--out")
     for level in args.level:
         parse_task(f"mario:{level}")  # every level checked before hours of episodes
     tasks = [parse_task(task) for task in args.task]

@@ -13,6 +13,7 @@ from mario_apo.flags import Parser, non_negative_float, output_file, positive_in
 from mario_apo.report import write_report
 from mario_apo.report_population import write_population_report
 from mario_apo.report_wandb import write_wandb_summary
+from mario_apo.runs import check_output_dir
 from mario_apo.suite import expand, load_suite, pack_finished_runs, run_suite, suite_status
 
 
@@ -117,7 +118,7 @@ def run_suite_status(args: argparse.Namespace) -> None:
 
 def run_suite_report(args: argparse.Namespace) -> None:
     suite = load_suite(Path(args.suite_file))
-    out = Path(args.out) if args.out else None
+    out = check_output_dir(args.out, "--out") if args.out else None
     if any(suite.trains_populations(label) for label in suite.algos):
         print(f"wrote {write_population_report(suite, out)}")
         return

@@ -209,6 +209,23 @@ def open_new_file(path: Path):
     return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o644), "wb")
 
 
+def check_output_dir(path: str | Path, what: str) -> Path:
+    """An output folder named on the command line, checked before any work: a folder (or nothing yet,
+    to be made) that this user can write into.
+
+    :raises UsageError: naming ``what`` (``--out``) and the problem
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{what} {path} is not a folder")
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {path}: {folder} is not a folder this user can write into")
+    return path
+
+
 def open_for_append(path: Path):
     """A text file opened for appending (metrics.jsonl, logs), created if missing, never through a
     symbolic link.

@@ -337,3 +337,11 @@ def test_a_reader_that_leaves_early_and_a_closed_stderr_are_not_errors(tmp_path)
         timeout=120,
     )
     assert closed.returncode == 0 and '"global_step": 512' in closed.stdout
+
+
+def test_an_output_folder_that_is_a_file_is_refused_before_the_work(tmp_path, capsys):
+    (tmp_path / "file").write_text("mine\n")
+    argv = ["calibrate", "--task", "minigrid:DoorKey-5x5", "--episodes", "5", "--workers", "1"]
+    assert main([*argv, "--out", str(tmp_path / "file")]) == 2
+    assert_one_line_error(capsys.readouterr().err, "is not a folder")
+    assert (tmp_path / "file").read_text() == "mine\n"
