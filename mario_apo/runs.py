@@ -263,6 +263,7 @@ class RunLock:
     def __init__(self, run_dir: Path):
         self.path = RunFiles(run_dir).lock
         self._fd: int | None = None
+        self._previous = b""  # what the lock file said before this process took it
 
     def __enter__(self) -> RunLock:
         try:
@@ -281,13 +282,17 @@ class RunLock:
                 f"{self.path.parent} is being trained by {holder}: wait for it to finish, or stop it "
                 "(SIGTERM checkpoints it); two processes on one run dir would corrupt it"
             ) from None
+        self._previous = os.pread(fd, 200, 0)
         os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode())
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
         self._fd = fd
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         if self._fd is not None:
+            if exc_type is not None and issubclass(exc_type, UsageError):  # refused input: leave it as it was
+                os.ftruncate(self._fd, 0)
+                os.pwrite(self._fd, self._previous, 0)
             os.close(self._fd)  # closing the descriptor releases the lock
             self._fd = None
 

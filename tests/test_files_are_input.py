@@ -179,6 +179,14 @@ def test_resume_refuses_the_setting_flags_it_would_ignore(run_dir, capsys):
     assert snapshot(run_dir) == before
 
 
+def test_a_refused_resume_on_a_bad_checkpoint_leaves_the_lock_file_as_it_was(run_dir, capsys):
+    torch.save([1, 2, 3], run_dir / "checkpoint.pt")
+    before = snapshot(run_dir)
+    assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "holds a list")
+    assert snapshot(run_dir) == before
+
+
 @pytest.mark.parametrize(
     "state, valid",
     [
