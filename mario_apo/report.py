@@ -22,7 +22,7 @@ from mario_apo import stats
 from mario_apo.episodes import RECENT_EPISODES
 from mario_apo.logger import is_update_record, read_metrics
 from mario_apo.report_progress import onset_section, progress_section
-from mario_apo.runs import RunFiles, read_json, write_json
+from mario_apo.runs import RunFiles, read_json, write_atomic, write_json
 from mario_apo.suite import RunSpec, Suite, expand, run_config
 from mario_apo.tasks import parse_task
 
@@ -272,7 +272,7 @@ def write_report(suite: Suite, out_dir: Path | None = None) -> Path:
 
     write_json(out_dir / "summary.json", _without_nan(summary))  # the report's own numbers, beside report.md
     report = out_dir / "report.md"
-    report.write_text("\n".join(lines) + "\n")
+    write_atomic(report, "\n".join(lines) + "\n")
     return report
 
 

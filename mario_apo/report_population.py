@@ -19,7 +19,7 @@ import numpy as np
 from mario_apo import stats
 from mario_apo.logger import read_metrics
 from mario_apo.report import format_ci, mean_ci, table_header
-from mario_apo.runs import RunFiles, read_json, write_json
+from mario_apo.runs import RunFiles, read_json, write_atomic, write_json
 from mario_apo.suite import Suite, expand
 
 SCORES = {
@@ -128,5 +128,5 @@ def write_population_report(suite: Suite, out_dir: Path | None = None) -> Path:
         lines.append("")
     write_json(out_dir / "summary.json", summary)  # the report's own numbers, beside report.md
     report = out_dir / "report.md"
-    report.write_text("\n".join(lines) + "\n")
+    write_atomic(report, "\n".join(lines) + "\n")
     return report
