@@ -143,10 +143,12 @@ def run_train(args: argparse.Namespace) -> int:
         if args.device is not None:  # where a run resumes is the resuming machine's business
             cfg.device = args.device
         cfg.check()
+        cfg.check_fits()
         resolve_device(cfg.device)
         check_wandb_online(cfg.log.wandb)
     else:
         cfg = resolve_run_config(args)
+        cfg.check_fits()
         resolve_device(cfg.device)  # before the run dir exists
         check_wandb_online(cfg.log.wandb)
         run_dir = create_run(cfg)
@@ -183,6 +185,7 @@ def run_population(args: argparse.Namespace) -> int:
         cfg = resolve_run_config(args)
         resolve_device(cfg.device)  # the learners share it (on one GPU, cuda:0), checked before anything is written
         check_wandb_online(cfg.log.wandb)
+        cfg.check_fits()
         learners = args.learners
     started = False
     try:

@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import psutil
+
 from mario_apo.device import check_device_spec
 from mario_apo.errors import TaskError, UsageError
 from wrappers.mario import ACTION_SETS
@@ -417,6 +419,24 @@ class RunConfig:
         cfg = cls(task=data["task"], **own, **parts)
         cfg.check(source)
         return cfg
+
+    def check_fits(self) -> None:
+        """Before training (not when a record is only read): refuse a run whose allocations alone exceed
+        the free memory, in one line, before any work."""
+        needed, available = self.memory_estimate(), psutil.virtual_memory().available
+        if needed > available:
+            raise UsageError(
+                f"this run needs ~{needed / 2**30:.1f} GiB (rollout storage and env workers) and "
+                f"{available / 2**30:.1f} GiB are free: lower --num-envs or --num-steps"
+            )
+
+    def memory_estimate(self) -> int:
+        """Bytes a run allocates before it learns anything: its rollout storage (Mario's stacked 84x84 frames,
+        twice for vector tasks' raw and standardised copies) and Mario's env worker processes (~200 MB each)."""
+        ppo = self.ppo
+        if self.task.startswith("mario:"):
+            return ppo.batch_size * self.env.frame_stack * 84 * 84 + ppo.num_envs * 200 * 2**20
+        return ppo.batch_size * 2 * 4 * 1024  # a vector observation of up to 1,024 float32 values, twice
 
     def check(self, source: str = "") -> None:
         """The checks that span settings (each one alone is checked where it is read; the task string by

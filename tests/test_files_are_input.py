@@ -215,6 +215,7 @@ def test_a_checkpoint_that_is_not_one_is_one_line(run_dir, capsys, state, valid)
         (["--gamma", "1.01"], "expected a discount in (0, 1]"),
         (["--num-envs", "100000"], "expected a positive integer <= 1,024"),
         (["--frame-stack", "1000"], "expected a positive integer <= 64"),
+        (["--num-envs", "1024", "--num-steps", "16384", "--total-steps", "20000000"], "GiB are free"),  # ~670 GiB
     ],
 )
 def test_settings_out_of_their_range_are_refused(tmp_path, capsys, argv, valid):
