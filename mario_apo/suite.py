@@ -392,8 +392,8 @@ def launch_cell(
         if not claimed:
             return "elsewhere"
         state = run_state(run_dir)
-        if state == "done":  # finished meanwhile (another runner, or a retried Ray task whose first try finished)
-            return "ran"
+        if state == "done":  # finished meanwhile, not by this runner (another runner, or a Ray task's first try)
+            return "done"
         if state == "running":
             return "elsewhere"
         if state == "stale":  # config and metrics of a run that never reached a checkpoint
