@@ -195,12 +195,16 @@ def check_output_file(path: str | Path, what: str) -> Path:
         refuse_non_regular(path)
     except OSError as err:
         raise UsageError(f"{what} {err}") from None
-    folder = path.parent
+    _check_writable_ancestor(path.parent, path, what)
+    return path
+
+
+def _check_writable_ancestor(folder: Path, path: Path, what: str) -> None:
+    """The nearest existing folder at or above ``folder`` (where ``path`` will be made) is writable."""
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise UsageError(f"{what} {path}: {folder} is not a folder this user can write into")
-    return path
 
 
 def open_new_file(path: Path):
@@ -218,11 +222,7 @@ def check_output_dir(path: str | Path, what: str) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UsageError(f"{what} {path} is not a folder")
-    folder = path
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"{what} {path}: {folder} is not a folder this user can write into")
+    _check_writable_ancestor(path, path, what)
     return path
 
 
