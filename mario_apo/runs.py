@@ -102,11 +102,17 @@ class RunFiles:
 
         :raises CheckpointError: naming the first link
         """
-        for folder in (self.dir, self.videos, self.tensorboard, self.dir / "wandb"):
+        wandb = self.dir / "wandb"
+        for folder in (self.dir, self.videos, self.tensorboard, wandb):
             if folder != self.dir and not folder.exists() and not folder.is_symlink():
                 continue
             entries = [folder] if folder.is_symlink() else [folder, *folder.iterdir()]
-            link = next((entry for entry in entries if entry.is_symlink()), None)
+            # W&B links inside its own folder (latest-run -> run-<id>, debug.log -> run-<id>/logs/...);
+            # those stay where they are; a link out of it does not.
+            link = next(
+                (e for e in entries if e.is_symlink() and not (folder == wandb and e != wandb and _inside(e, wandb))),
+                None,
+            )
             if link is not None:
                 raise CheckpointError(
                     f"{link} is a symbolic link: a run dir's files must be its own (links would send its writes "
@@ -121,6 +127,11 @@ class RunFiles:
         """A population's learner dirs that exist, in index order (none for a single run)."""
         found = [d for d in self.dir.glob(f"{self.LEARNER_PREFIX}*") if d.name[len(self.LEARNER_PREFIX) :].isdigit()]
         return sorted(found, key=lambda d: int(d.name[len(self.LEARNER_PREFIX) :]))
+
+
+def _inside(link: Path, folder: Path) -> bool:
+    """Whether ``link``'s target (followed all the way) lies inside ``folder``."""
+    return link.resolve().is_relative_to(folder.resolve())
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]{0,199}$")

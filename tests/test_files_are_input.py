@@ -65,6 +65,25 @@ def test_resume_refuses_a_run_dir_holding_a_link_and_leaves_its_target_untouched
     assert target.read_text() == "not yours\n" and snapshot(run_dir) == before
 
 
+def test_resume_of_a_run_with_wandb_keeps_wandbs_own_links_and_refuses_one_out_of_its_folder(tmp_path, capsys):
+    # W&B (offline, the default) links inside its folder: latest-run -> run-<id>, debug.log -> ...; a
+    # resume must go on through those, and still refuse a link that leaves the folder.
+    parent = tmp_path / "runs"
+    assert train_in_process(parent, "--name run --task cartpole --total-steps 512 --wandb offline") == 0
+    wandb_dir = parent / "run" / "wandb"
+    assert any(p.is_symlink() for p in wandb_dir.iterdir()), list(wandb_dir.iterdir())
+    assert main(["train", "--resume", str(parent / "run"), "--total-steps", "1024", "--no-progress"]) == 0
+    assert json.loads((parent / "run" / "summary.json").read_text())["global_step"] >= 1024
+    capsys.readouterr()
+    target = tmp_path / "precious.txt"
+    target.write_text("not yours\n")
+    (wandb_dir / "debug-internal.log").unlink(missing_ok=True)
+    (wandb_dir / "debug-internal.log").symlink_to(target)
+    assert main(["train", "--resume", str(parent / "run"), "--total-steps", "1536", "--no-progress"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "is a symbolic link")
+    assert target.read_text() == "not yours\n"
+
+
 def test_atomic_writes_replace_only_regular_files_and_never_follow_a_planted_temp(tmp_path):
     target = tmp_path / "precious.txt"
     target.write_text("not yours\n")
