@@ -6,12 +6,14 @@ FROM ${PYTHON_IMAGE} AS build
 # Where packages come from, for clusters behind a proxy or a private index (none is baked into the
 # final image: this stage is discarded):
 #   PIP_INDEX_URL / PIP_EXTRA_INDEX_URL  pip's own settings, for every package;
+#   PIP_TRUSTED_HOST                     hosts of those indexes served over plain http;
 #   TORCH_INDEX_URL                      the only index torch is installed from (its CPU build by default;
 #                                        a CUDA one, e.g. https://download.pytorch.org/whl/cu124, with
 #                                        TORCH_FLAVOUR=cuda);
 #   a CA bundle: put it at docker/ca/ca.pem in the build context (pip and apt of this stage trust it).
 ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
+ARG PIP_TRUSTED_HOST
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG TORCH_FLAVOUR=cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -1,9 +1,10 @@
 # `make run`: set up and run the main job.  `make test`: set up, lint, and run every test.
 # `make test-fast`: the tests that neither start the emulator nor train (seconds).
+# `make docker-smoke`: build the image and check it end to end (needs Docker or dockerd; ~15 min).
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test test-fast lint
+.PHONY: install run test test-fast lint docker-smoke
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/install.sh
@@ -25,3 +26,6 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/hadolint Dockerfile
+
+docker-smoke:
+	bash scripts/docker-smoke.sh
