@@ -3,7 +3,8 @@
 #
 #   scripts/docker-smoke.sh            (as root, or as a user allowed to run Docker)
 #
-# Starts a Docker daemon if none answers (and stops the one it started), builds the image, then
+# Installs Debian's docker.io and debootstrap if missing (as root), starts a Docker daemon if none
+# answers (and stops the one it started), builds the image, then
 # checks: --help; torch is the CPU build; a 2,048-step Mario run writes its run dir into a
 # mounted runs/; `docker stop -t 60` of a longer run exits 0 with a checkpoint, and --resume
 # finishes it; a Ray population of 2 learners runs inside the container; with --user, the files
@@ -51,9 +52,25 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# What the smoke needs from the host: as root on Debian it installs what is missing (this project's
+# machines have the Docker client but no engine); elsewhere it names the packages.
+host_tools() {
+    local missing=()
+    docker info >/dev/null 2>&1 || command -v dockerd >/dev/null || missing+=(docker.io)
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    [ ${#missing[@]} = 0 ] && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        say "   installing ${missing[*]} with apt-get"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >"$work/apt.log" 2>&1 \
+            || { tail -5 "$work/apt.log"; return 1; }
+    elif [[ " ${missing[*]} " == *" docker.io "* ]]; then
+        say "no Docker daemon answers and dockerd is not installed (Debian: apt-get install docker.io)"
+        return 1
+    fi
+}
+
 start_daemon() {
     docker info >/dev/null 2>&1 && return 0
-    command -v dockerd >/dev/null || { say "no Docker daemon answers and dockerd is not installed (Debian: apt-get install docker.io)"; return 1; }
     dockerd >"$work/dockerd.log" 2>&1 &
     started_daemon=$!
     for _ in $(seq 60); do
@@ -217,6 +234,7 @@ check_user() {
 }
 
 mkdir -p "$work/runs"
+step "host tools" host_tools
 step "Docker daemon" start_daemon
 step "base image" base_image
 say "   base: $base"
