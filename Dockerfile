@@ -8,7 +8,7 @@ FROM ${PYTHON_IMAGE} AS build
 #   PIP_INDEX_URL / PIP_EXTRA_INDEX_URL  pip's own settings, for every package;
 #   PIP_TRUSTED_HOST                     hosts of those indexes served over plain http;
 #   TORCH_INDEX_URL                      the only index torch is installed from (its CPU build by default;
-#                                        a CUDA one, e.g. https://download.pytorch.org/whl/cu124, with
+#                                        a CUDA one, e.g. https://download.pytorch.org/whl/cu128, with
 #                                        TORCH_FLAVOUR=cuda);
 #   a CA bundle: put it at docker/ca/ca.pem in the build context (pip and apt of this stage trust it).
 ARG PIP_INDEX_URL

@@ -1,6 +1,6 @@
 # `make run`: set up and run the main job.  `make test`: set up, lint, and run every test.
 # `make test-fast`: the tests that neither start the emulator nor train (seconds).
-# `make docker-smoke`: build the image and check it end to end (needs Docker or dockerd; ~15 min).
+# `make docker-smoke`: build the image and check it end to end (Docker, or root on Debian; 15-20 min).
 VENV ?= .venv
 BIN := $(VENV)/bin
 

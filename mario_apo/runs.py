@@ -107,15 +107,15 @@ class RunFiles:
             if folder != self.dir and not folder.exists() and not folder.is_symlink():
                 continue
             entries = [folder] if folder.is_symlink() else [folder, *folder.iterdir()]
-            # W&B links inside its own folder (latest-run -> run-<id>, debug.log -> run-<id>/logs/...);
-            # those stay where they are; a link out of it does not.
-            link = next(
-                (e for e in entries if e.is_symlink() and not (folder == wandb and e != wandb and _inside(e, wandb))),
-                None,
-            )
-            if link is not None:
+            for entry in entries:
+                if not entry.is_symlink():
+                    continue
+                # W&B links inside its own folder (latest-run -> run-<id>, debug.log -> run-<id>/logs/...),
+                # and replaces those links rather than writing through them; a link out of it is refused.
+                if folder == wandb and entry != wandb and entry.resolve().is_relative_to(wandb.resolve()):
+                    continue
                 raise CheckpointError(
-                    f"{link} is a symbolic link: a run dir's files must be its own (links would send its writes "
+                    f"{entry} is a symbolic link: a run dir's files must be its own (links would send its writes "
                     "elsewhere); replace it with the file itself, or train a copy of the run dir"
                 )
 
@@ -127,11 +127,6 @@ class RunFiles:
         """A population's learner dirs that exist, in index order (none for a single run)."""
         found = [d for d in self.dir.glob(f"{self.LEARNER_PREFIX}*") if d.name[len(self.LEARNER_PREFIX) :].isdigit()]
         return sorted(found, key=lambda d: int(d.name[len(self.LEARNER_PREFIX) :]))
-
-
-def _inside(link: Path, folder: Path) -> bool:
-    """Whether ``link``'s target (followed all the way) lies inside ``folder``."""
-    return link.resolve().is_relative_to(folder.resolve())
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]{0,199}$")

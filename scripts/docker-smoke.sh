@@ -88,7 +88,7 @@ host_debian_mirror() {
     for f in /etc/apt/sources.list.d/*.sources; do
         [ -f "$f" ] || continue
         awk '/^URIs:/ {u=$2} /^Suites:/ && / bookworm( |$)/ && u {print u; exit}' "$f"
-    done | head -1
+    done
     awk '$1 == "deb" && $3 == "bookworm" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true
 }
 
@@ -154,13 +154,8 @@ build() {
         -t "$SMOKE_IMAGE" . >"$work/build.log" 2>&1 || { tail -20 "$work/build.log"; return 1; }
 }
 
-# mario-apo in the image, runs/ mounted from the work folder; extra docker flags before --.
-in_image() {
-    local flags=()
-    while [ "$1" != -- ]; do flags+=("$1"); shift; done
-    shift
-    docker run --rm --shm-size=1g -v "$work/runs:/work/runs" "${flags[@]}" "$SMOKE_IMAGE" "$@"
-}
+# mario-apo in the image, runs/ mounted from the work folder.
+in_image() { docker run --rm --shm-size=1g -v "$work/runs:/work/runs" "$SMOKE_IMAGE" "$@"; }
 
 has_files() {  # has_files DIR FILE...
     local dir=$1 f
@@ -170,13 +165,13 @@ has_files() {  # has_files DIR FILE...
     done
 }
 
-check_help() { in_image -- --help | grep -q "Anchored Policy Optimization"; }
+check_help() { in_image --help | grep -q "Anchored Policy Optimization"; }
 check_cpu_torch() {
     docker run --rm --entrypoint python "$SMOKE_IMAGE" -c \
         "import torch; print('   torch', torch.__version__, 'CUDA', torch.version.cuda); assert torch.version.cuda is None"
 }
 check_short_run() {
-    in_image -- train --task mario:1-1 --total-steps 2048 --name short --final-eval-episodes 2 \
+    in_image train --task mario:1-1 --total-steps 2048 --name short --final-eval-episodes 2 \
         --final-eval-greedy 1 --no-progress >"$work/short.log" 2>&1 || { tail -5 "$work/short.log"; return 1; }
     has_files "$work/runs/short" config.json metrics.jsonl checkpoint.pt summary.json
 }
@@ -202,13 +197,13 @@ check_stop_resume() {
     local at
     at=$(last_step "$work/runs/stopped/metrics.jsonl")
     say "   stopped at step $at (exit code 0, checkpoint written); resuming to $((at + 2048))"
-    in_image -- train --resume runs/stopped --total-steps $((at + 2048)) --final-eval-episodes 2 \
+    in_image train --resume runs/stopped --total-steps $((at + 2048)) --final-eval-episodes 2 \
         --final-eval-greedy 1 --no-progress >"$work/resumed.log" 2>&1 || { tail -5 "$work/resumed.log"; return 1; }
     has_files "$work/runs/stopped" summary.json || return 1
     [ "$(last_step "$work/runs/stopped/metrics.jsonl")" -gt "$at" ] || { say "   the resumed run did not go past step $at"; return 1; }
 }
 check_population() {
-    in_image -- train --algo apo --task cartpole --learners 2 --share-anchors --total-steps 4096 \
+    in_image train --algo apo --task cartpole --learners 2 --share-anchors --total-steps 4096 \
         --name population --final-eval-episodes 2 --final-eval-greedy 1 --no-progress >"$work/population.log" 2>&1 \
         || { tail -10 "$work/population.log"; return 1; }
     has_files "$work/runs/population" population.json metrics.jsonl || return 1
