@@ -142,6 +142,8 @@ def run_train(args: argparse.Namespace) -> int:
             cfg.log.progress = args.progress
         if args.device is not None:  # where a run resumes is the resuming machine's business
             cfg.device = args.device
+        if args.torch_threads is not None:
+            cfg.torch_threads = args.torch_threads
         cfg.check()
         cfg.check_fits()
         resolve_device(cfg.device)

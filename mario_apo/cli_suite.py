@@ -44,7 +44,8 @@ def add_suite_commands(commands: argparse._SubParsersAction) -> None:
     suite_run.add_argument(
         "--cpus-per-run",
         type=positive_int,
-        help="with --backend ray: CPUs (and torch threads) each run asks Ray for. Default: cores // jobs",
+        help="CPUs (torch threads) each run uses; with --backend ray also what it asks Ray for. Give it when "
+        "something else shares the machine (e.g. two suites at --jobs 1 on 2 cores: 1 each). Default: cores // jobs",
     )
     suite_run.add_argument(
         "--gpus-per-run",
@@ -84,8 +85,8 @@ def run_suite_run(args: argparse.Namespace) -> int:
     from mario_apo.population import start_ray, stop_ray  # Ray is an extra; torch comes with it
 
     suite = load_suite(Path(args.suite_file))
-    if args.backend != "ray" and (args.address or args.cpus_per_run or args.gpus_per_run):
-        raise UsageError("--address, --cpus-per-run and --gpus-per-run are for --backend ray")
+    if args.backend != "ray" and (args.address or args.gpus_per_run):
+        raise UsageError("--address and --gpus-per-run are for --backend ray")
     started = False
     try:
         started = args.backend == "ray" and start_ray(args.address, num_cpus=os.cpu_count() or 1)

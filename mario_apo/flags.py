@@ -166,8 +166,9 @@ def add_config_flags(group: argparse._ActionsContainer, cls: type) -> None:
             group.add_argument(flag, type=_flag_type(f), default=None, help=help_text)
 
 
-RESUME_FLAGS = ("--total-steps", "--device", "--progress/--no-progress")
-"""The settings a resumed run takes from the resuming command: how long, where, and how it shows."""
+RESUME_FLAGS = ("--total-steps", "--device", "--torch-threads", "--progress/--no-progress")
+"""The settings a resumed run takes from the resuming command: how long, where (device and CPU threads),
+and how it shows."""
 
 
 def changed_setting_flags(args: argparse.Namespace, cfg: RunConfig) -> list[str]:

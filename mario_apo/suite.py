@@ -263,8 +263,9 @@ def train_command(suite: Suite, spec: RunSpec, state: str, threads: int, address
     if address and suite.trains_populations(spec.label):
         base += ["--address", address]
     run_dir = suite.runs_dir / spec.name
+    threads_flag = ["--torch-threads", str(threads)]
     if state == "resume":  # the suite's budget, so that raising total_steps in the file extends its runs
-        return base + ["--total-steps", str(suite.total_steps), "--resume", str(run_dir)]
+        return base + ["--total-steps", str(suite.total_steps), *threads_flag, "--resume", str(run_dir)]
     flags = dict(suite.train)
     flags.update(suite.algos[spec.label])
     return (
@@ -287,8 +288,7 @@ def train_command(suite: Suite, spec: RunSpec, state: str, threads: int, address
             suite.name,
             "--wandb-tags",
             f"{suite.name},{spec.label}",
-            "--torch-threads",
-            str(threads),
+            *threads_flag,
         ]
     )
 
@@ -336,8 +336,8 @@ def run_suite(
     ``failed``, ``elsewhere`` (locked by another runner or process) and ``stopped`` (interrupted by a
     stop signal; they resume next time).
 
-    ``local``: at most ``jobs`` processes here, ``cores // jobs`` torch threads each. ``ray``: each cell
-    a Ray task (``cpus_per_run`` CPUs, default ``cores // jobs``, and ``gpus_per_run`` GPUs) on the Ray
+    Each run gets ``cpus_per_run`` torch threads (default ``cores // jobs``). ``local``: at most ``jobs``
+    processes here. ``ray``: each cell a Ray task (``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs) on the Ray
     instance this process is connected to (``mario_apo.population.start_ray``), running the same command
     in this working directory, so a cluster needs the project and ``runs/`` at the same path on every node.
     """

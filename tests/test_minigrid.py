@@ -205,3 +205,20 @@ def test_minigrid_anchors_replay_verified_and_a_wrong_layout_is_caught(tmp_path,
     (run_dir / "anchors.json").write_text(json.dumps(index))
     assert main(["replay", str(run_dir), "--out", str(tmp_path / "b.gif")]) == 1
     assert "failed verification" in capsys.readouterr().err and not (tmp_path / "b.gif").exists()
+
+
+def test_sb3s_side_of_parity_trains_on_minigrids_normalised_view_as_floats():
+    pytest.importorskip("stable_baselines3", reason="the bench extra (pip install -e '.[bench]') has SB3")
+    from mario_apo.bench_sb3 import sb3_envs, sb3_ppo
+    from mario_apo.config import ppo_defaults
+
+    task = parse_task("minigrid:DoorKey-5x5")
+    ppo = ppo_defaults(task.family)
+    envs = sb3_envs(task, ppo)
+    model = sb3_ppo(task, envs, seed=1)
+    model.learn(total_timesteps=ppo.num_envs * ppo.num_steps)  # one rollout and its update
+    stored = model.rollout_buffer.observations
+    # VecNormalize keeps an integer Box as it is and SB3 sizes its buffer by it: a uint8 buffer held
+    # the normalised view truncated (no negative values), and SB3 learned nothing from it
+    assert stored.dtype == np.float32 and (stored < 0).any() and not np.array_equal(stored, np.round(stored))
+    envs.close()

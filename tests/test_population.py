@@ -294,7 +294,7 @@ def test_a_suite_on_the_ray_backend_finishes_the_same_runs_as_the_local_backend(
             json.loads((tmp_path / b / "runs" / "tiny" / name / "summary.json").read_text()) for b in finished
         )
         assert local["final_eval"] == ray["final_eval"]
-    assert main(["suite", "run", "experiments/tiny.toml", "--cpus-per-run", "1"]) == 2
+    assert main(["suite", "run", "experiments/tiny.toml", "--gpus-per-run", "1"]) == 2
     assert_one_line_error(capsys.readouterr().err, "--backend ray")
 
 

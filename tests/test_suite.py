@@ -73,7 +73,10 @@ def test_matrix_expansion_and_commands(tmp_path):
     assert "--beta=0.5" in apo and not any(arg.startswith("--beta") for arg in ppo)
     assert "--max-episode-steps=500" in ppo and ppo[ppo.index("--seed") + 1] == "1"
     assert ppo[ppo.index("--wandb-group") + 1] == "tiny"
-    assert train_command(suite, specs[0], "resume", threads=1)[-2:] == ["--resume", "runs/tiny/ppo-cartpole-s1"]
+    resume = train_command(suite, specs[0], "resume", threads=3)
+    assert resume[-2:] == ["--resume", "runs/tiny/ppo-cartpole-s1"]
+    # a resumed run takes the resuming runner's threads (another machine, or a machine now shared)
+    assert resume[resume.index("--torch-threads") + 1] == "3"
 
 
 @pytest.mark.parametrize(
@@ -125,11 +128,13 @@ def test_tiny_real_suite_runs_skips_resumes_and_reports(tmp_path, monkeypatch, c
     stale.mkdir()
     (stale / "config.json").write_text("{}")
     assert run_state(interrupted) == "resume" and run_state(stale) == "stale"
-    assert main(["suite", "run", str(path)]) == 0
+    # --cpus-per-run sets each run's torch threads here too (two suites sharing a machine)
+    assert main(["suite", "run", str(path), "--cpus-per-run", "1"]) == 0
     assert "2 already finished, 2 ran, 0 failed" in capsys.readouterr().out
     steps = [json.loads(line)["global_step"] for line in (interrupted / "metrics.jsonl").open() if "charts/SPS" in line]
     assert steps == sorted(set(steps)) and steps[-1] == 2048
     assert json.loads((stale / "config.json").read_text())["seed"] == 2
+    assert json.loads((stale / "config.json").read_text())["torch_threads"] == 1
     # the resumed run had finished training: resuming ran only its final-policy evaluation
     assert json.loads((interrupted / "summary.json").read_text())["final_eval"]["sampled"]["episodes"] == 20
 
