@@ -11,9 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.wrappers import DtypeObservation
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -163,24 +163,19 @@ def parity_job(job: dict) -> dict:
 def sb3_envs(task: Task, ppo: PPOConfig):
     """SB3's vectorised env for parity: the family's env count, VecNormalize where ours normalises."""
     vec = SubprocVecEnv if task.is_mario else DummyVecEnv  # the emulator in worker processes, as ours
-    env_fn = functools.partial(make_env, task, EnvConfig())
-    envs = vec([functools.partial(float_observations, env_fn) if ppo.norm_obs else env_fn] * ppo.num_envs)
+
+    def make():
+        env = make_env(task, EnvConfig())
+        # SB3 (2.x) sizes its rollout buffer by the env's observation dtype, and VecNormalize keeps an
+        # integer Box as it is: MiniGrid's normalised view was stored cast back to uint8 and SB3 trained
+        # on that (DoorKey-5x5 at the zoo's settings: 0.04 final-policy success over 10 seeds; with float
+        # observations seed 1 reached the goal in all its last 100 episodes)
+        return DtypeObservation(env, np.float32) if ppo.norm_obs else env
+
+    envs = vec([make] * ppo.num_envs)
     if ppo.norm_obs or ppo.norm_reward:
         envs = VecNormalize(envs, norm_obs=ppo.norm_obs, norm_reward=ppo.norm_reward, gamma=ppo.gamma)
     return envs
-
-
-def float_observations(env_fn) -> gym.Env:
-    """The env with a float32 observation space. SB3 (2.x) sizes its rollout buffer by the env's
-    observation dtype, and VecNormalize keeps an integer Box as it is: MiniGrid's normalised view was
-    stored cast back to uint8 and SB3 trained on that (DoorKey-5x5 at the zoo's settings: 0.04 final-policy
-    success over 10 seeds; with float observations seed 1 reached the goal in all its last 100 episodes)."""
-    env = env_fn()
-    space = env.observation_space
-    if np.issubdtype(space.dtype, np.floating):
-        return env
-    floats = gym.spaces.Box(space.low.astype(np.float32), space.high.astype(np.float32), space.shape, np.float32)
-    return gym.wrappers.TransformObservation(env, lambda obs: obs.astype(np.float32), floats)
 
 
 class SB3Policy(nn.Module):
