@@ -17,6 +17,7 @@ from gymnasium.wrappers import DtypeObservation
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 from torch import nn
 
@@ -63,7 +64,7 @@ def sb3_ppo(task: Task, envs, seed: int, device: str = "cpu"):
     def linear(value):
         return lambda remaining: remaining * value
 
-    return PPO(
+    model = PPO(
         "CnnPolicy" if task.is_mario else "MlpPolicy",
         envs,
         n_steps=ppo.num_steps,
@@ -83,6 +84,9 @@ def sb3_ppo(task: Task, envs, seed: int, device: str = "cpu"):
         device=device,
         verbose=0,
     )
+    # SB3's default logger makes an empty folder in the temp dir per run even when it logs nothing
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
 
 
 def sb3_train_job(job: dict) -> dict:

@@ -207,11 +207,14 @@ def test_minigrid_anchors_replay_verified_and_a_wrong_layout_is_caught(tmp_path,
     assert "failed verification" in capsys.readouterr().err and not (tmp_path / "b.gif").exists()
 
 
-def test_sb3s_side_of_parity_trains_on_minigrids_normalised_view_as_floats():
+def test_sb3s_side_of_parity_trains_on_minigrids_normalised_view_as_floats(tmp_path, monkeypatch):
     pytest.importorskip("stable_baselines3", reason="the bench extra (pip install -e '.[bench]') has SB3")
+    import tempfile
+
     from mario_apo.bench_sb3 import sb3_envs, sb3_ppo
     from mario_apo.config import ppo_defaults
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     task = parse_task("minigrid:DoorKey-5x5")
     ppo = ppo_defaults(task.family)
     envs = sb3_envs(task, ppo)
@@ -222,3 +225,5 @@ def test_sb3s_side_of_parity_trains_on_minigrids_normalised_view_as_floats():
     # the normalised view truncated (no negative values), and SB3 learned nothing from it
     assert stored.dtype == np.float32 and (stored < 0).any() and not np.array_equal(stored, np.round(stored))
     envs.close()
+    # SB3's own logger would have left an empty SB3-<date> folder in the temp dir for every run
+    assert not list(tmp_path.glob("SB3-*"))
