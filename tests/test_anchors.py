@@ -219,14 +219,17 @@ def test_the_trainer_records_each_anchors_discounted_return(tiny_config):
 def test_with_newer_ties_a_goal_run_keeps_replacing_its_anchors(tiny_config):
     """goal:X pays 0/1: with older ties the first K successes would stay forever; with newer ones
     later successes replace them, so the anchors follow the policy."""
-    cfg = tiny_config(task="mario:1-1:goal:300", total_steps=2048, anchors=3, anchor_ties="newer", wandb="disabled")
+    no_final_eval = dict(final_eval_episodes=0, final_eval_greedy=0)  # the anchors are what is checked
+    cfg = tiny_config(
+        task="mario:1-1:goal:300", total_steps=1024, anchors=2, anchor_ties="newer", wandb="disabled", **no_final_eval
+    )
     run_dir = create_run(cfg)
     train(cfg, run_dir)
     anchors = json.loads((run_dir / "anchors.json").read_text())["anchors"]
-    assert len(anchors) == 3 and all(a["success"] for a in anchors)
+    assert len(anchors) == 2 and all(a["success"] for a in anchors)
     assert min(a["admitted_update"] for a in anchors) > 1
     updates = [json.loads(line) for line in (run_dir / "metrics.jsonl").open() if "anchor/admitted" in line]
-    assert sum(u["anchor/admitted"] for u in updates) > 3  # more admitted than kept: some were replaced
+    assert sum(u["anchor/admitted"] for u in updates) > 2  # more admitted than kept: some were replaced
 
 
 def test_runs_recorded_before_the_ranking_options_resume_with_the_rule_they_used(tmp_path):
