@@ -43,7 +43,7 @@ def test_tensorboard_events_match_metrics_jsonl_across_kill_9_and_resume(tmp_pat
 
 def test_frames_are_logged_as_agent_steps_times_frame_skip(tmp_path):
     flags = "--name m --level 1-1 --num-envs 2 --num-steps 32 --num-minibatches 2 --total-steps 128"
-    made = run_train(tmp_path, f"{flags} --max-episode-steps 400")  # short final-evaluation episodes
+    made = run_train(tmp_path, f"{flags} --final-eval-episodes 0 --final-eval-greedy 0")  # frames are the point
     assert made.returncode == 0, made.stderr
     updates = [json.loads(line) for line in (tmp_path / "m" / "metrics.jsonl").open() if "charts/SPS" in line]
     assert [u["charts/frames"] for u in updates] == [4 * u["global_step"] for u in updates] == [256, 512]
