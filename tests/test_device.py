@@ -123,7 +123,7 @@ def test_a_gpu_run_resumes_on_the_cpu_and_back(tmp_path):
 @pytest.mark.slow
 @cuda
 def test_training_on_the_gpu_puts_model_rollout_and_anchors_there(tmp_path):
-    cfg = tiny_run_config(tmp_path, task="cartpole", algo="apo", total_steps=1024, device="cuda")
+    cfg = tiny_run_config(tmp_path, task="cartpole", algo="apo", total_steps=1024, device="cuda", wandb="disabled")
     summary = train(cfg, create_run(cfg))
     assert summary["updates"] == cfg.ppo.num_updates and not summary["interrupted"]
     state = load_checkpoint(RunFiles(tmp_path / cfg.log.name).checkpoint)
