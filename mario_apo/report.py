@@ -584,6 +584,15 @@ def _ladder_figure(tasks, baseline, labels, summary, random_policy, out_dir: Pat
     ]
 
 
+def _seeds_to_resolve_note(difference: dict) -> str:
+    """The budget that would settle an unresolved paired difference, in words."""
+    if difference["seeds_to_resolve"]:
+        return f"; seeds to resolve: {difference['seeds_to_resolve']:,}"
+    if abs(difference["mean"]) < 1e-9:  # success rates are hundredths: what is left is rounding
+        return "; the mean difference is 0"
+    return f"; seeds to resolve: more than {stats.MOST_SEEDS_TO_RESOLVE:,}"  # a mean tiny beside its spread
+
+
 def _verdict_section(tasks, runs, labels, summary, random_policy, metrics) -> list[str]:
     """The comparisons on the headline metric in words, rarest rung first, with what an unresolved one
     would cost to settle: the seeds its observed mean and spread call for, times a run's agent steps."""
@@ -604,8 +613,7 @@ def _verdict_section(tasks, runs, labels, summary, random_policy, metrics) -> li
                 continue
             verdict = _verdict(c)
             if verdict == "no detectable difference":
-                needed = c["seeds_to_resolve"]
-                verdict += f"; seeds to resolve: {needed:,}" if needed else "; the mean difference is 0"
+                verdict += _seeds_to_resolve_note(c)
             t_interval = "" if np.isnan(c["t95"][0]) else " t 95% [{:+.3f}, {:+.3f}],".format(*c["t95"])
             lines.append(f"  - {c['a']} - {c['b']}: {c['mean']:+.3f},{t_interval} n = {c['n']}: {verdict}.")
     steps = [

@@ -109,7 +109,12 @@ def paired_t_ci(x: np.ndarray, y: np.ndarray, confidence: float = 0.95) -> tuple
     return point, point - float(half), point + float(half)
 
 
-def seeds_to_resolve(differences: np.ndarray, confidence: float = 0.95, most: int = 100_000) -> int | None:
+MOST_SEEDS_TO_RESOLVE = 100_000
+
+
+def seeds_to_resolve(
+    differences: np.ndarray, confidence: float = 0.95, most: int = MOST_SEEDS_TO_RESOLVE
+) -> int | None:
     """How many paired seeds the t-interval would need to exclude 0, were the per-seed differences'
     mean and spread what these show: the budget to settle a difference that is still unresolved.
     None where that cannot be said: fewer than 2 seeds, a mean of 0, or more than ``most`` seeds."""

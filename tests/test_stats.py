@@ -53,3 +53,16 @@ def test_seeds_to_resolve_counts_the_seeds_a_t_interval_needs_to_exclude_zero():
     assert stats.seeds_to_resolve(np.array([0.1, -0.1])) is None  # no difference to resolve
     assert stats.seeds_to_resolve(np.array([0.1])) is None  # one seed: no spread
     assert stats.seeds_to_resolve(np.array([0.001, -0.0009]), most=1000) is None  # beyond any budget
+
+
+def test_the_verdict_says_a_tiny_mean_is_not_zero_when_no_budget_would_resolve_it():
+    from mario_apo.report import _seeds_to_resolve_note
+
+    def comparison(differences):
+        differences = np.asarray(differences)
+        return {"mean": float(differences.mean()), "seeds_to_resolve": stats.seeds_to_resolve(differences)}
+
+    assert _seeds_to_resolve_note(comparison([0.2, 0.05, 0.3, 0.0])) == "; seeds to resolve: 7"
+    assert _seeds_to_resolve_note(comparison([0.1, -0.1])) == "; the mean difference is 0"
+    # mean 0.00005 beside a spread of 0.1: more seeds than any budget, but not a zero difference
+    assert _seeds_to_resolve_note(comparison([0.1001, -0.1])) == "; seeds to resolve: more than 100,000"
