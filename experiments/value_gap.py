@@ -23,6 +23,7 @@ from mario_apo.evaluate import policy_from_checkpoint
 from mario_apo.ppo import compute_gae
 from mario_apo.runs import RunFiles, load_run_config
 from mario_apo.tasks import make_vec_env, parse_task
+from models.actor_critic import act
 
 
 def main(run_dir: Path, seed: int = 1000) -> None:
@@ -36,9 +37,9 @@ def main(run_dir: Path, seed: int = 1000) -> None:
     rewards, values, ends = (torch.zeros(num_steps, num_envs) for _ in range(3))
     with torch.inference_mode():
         for t in range(num_steps):
-            logits, values[t] = model(torch.as_tensor(obs_transform(np.asarray(obs))))
-            actions = torch.multinomial(torch.softmax(logits, -1), 1, generator=sampler).squeeze(-1)
-            obs, reward, terminated, truncated, _ = envs.step(actions.numpy())
+            action = act(model, torch.as_tensor(obs_transform(np.asarray(obs))), generator=sampler)
+            values[t] = action.values
+            obs, reward, terminated, truncated, _ = envs.step(action.actions.numpy())
             rewards[t] = torch.as_tensor(reward, dtype=torch.float32)
             ends[t] = torch.as_tensor(terminated | truncated, dtype=torch.float32)
         _, next_value = model(torch.as_tensor(obs_transform(np.asarray(obs))))
