@@ -34,6 +34,11 @@ class SuiteError(UsageError):
     """A suite file that cannot be run."""
 
 
+class RunLogError(UsageError):
+    """A run's log (metrics.jsonl, summary.json) or a suite's random_policy.json that a report cannot
+    read: damaged, or not what mario-apo wrote."""
+
+
 class ReplayError(UsageError):
     """A replay request that cannot be served: no anchors, bad episode index, not a Mario run."""
 

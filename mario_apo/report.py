@@ -12,7 +12,6 @@ a t-interval and a bootstrap interval over the per-seed differences, n beside ea
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +19,10 @@ import numpy as np
 
 from mario_apo import stats
 from mario_apo.episodes import RECENT_EPISODES
-from mario_apo.logger import is_update_record, read_metrics
+from mario_apo.logger import is_update_record
 from mario_apo.report_progress import onset_section, progress_section
-from mario_apo.runs import RunFiles, read_json, write_atomic, write_json
+from mario_apo.run_logs import read_random_policies, read_summary, records
+from mario_apo.runs import RunFiles, write_atomic, write_json
 from mario_apo.suite import RunSpec, Suite, expand, run_config
 from mario_apo.tasks import parse_task
 
@@ -48,7 +48,7 @@ class RunData:
     episode_steps: np.ndarray  # global step at which each episode ended
     episode_returns: np.ndarray
     episode_success: np.ndarray
-    final_eval: dict | None  # summary.json's final-policy evaluation (None: the run predates it)
+    final_eval: dict | None  # summary.json's final-policy evaluation (None: the run has none with sampled actions)
     diagnostics: dict[str, float]  # the last value of each DIAGNOSTICS metric the run logged
     episode_max_x: np.ndarray  # furthest x of each episode (Mario; 0 elsewhere)
     budget_evals: dict  # summary.json's final-policy evaluations at --final-eval-at budgets (empty: none)
@@ -89,7 +89,7 @@ def load_run(run_dir: Path, spec: RunSpec) -> RunData:
     steps, returns, episode_steps, episode_returns, episode_success, episode_max_x = [], [], [], [], [], []
     diagnostics: dict[str, float] = {}
     files = RunFiles(run_dir)
-    for record in read_metrics(files.metrics):
+    for record in records(files.metrics):
         if is_update_record(record):
             steps.append(record["global_step"])
             returns.append(record.get("charts/return_mean_100", np.nan))
@@ -105,7 +105,8 @@ def load_run(run_dir: Path, spec: RunSpec) -> RunData:
         returns[:] = 0.0
     else:
         returns = np.where(np.isnan(returns), returns[~np.isnan(returns)][0], returns)
-    summary = read_json(files.summary) if files.summary.exists() else {}  # absent while the run is unfinished
+    summary = read_summary(files.summary) if files.summary.exists() else {}  # absent while the run is unfinished
+    final_eval = summary.get("final_eval") or {}
     return RunData(
         spec,
         np.array(steps),
@@ -113,7 +114,7 @@ def load_run(run_dir: Path, spec: RunSpec) -> RunData:
         np.array(episode_steps),
         np.array(episode_returns, dtype=float),
         np.array(episode_success, dtype=bool),
-        summary.get("final_eval") or None,
+        final_eval if "sampled" in final_eval else None,  # the protocol's metric is the sampled policy's
         diagnostics,
         np.array(episode_max_x, dtype=int),
         summary.get("budget_evals") or {},
@@ -152,11 +153,12 @@ def mean_ci(values: np.ndarray) -> tuple[float, float, float]:
     return stats.stratified_bootstrap_ci(values, stats.mean)
 
 
-def _metrics(protocol: bool, edges: np.ndarray) -> dict[str, tuple[str, callable]]:
-    """The per-run scores the report compares: name -> (what it is in words, run -> score)."""
+def _metrics(protocol: bool, greedy: bool, edges: np.ndarray) -> dict[str, tuple[str, callable]]:
+    """The per-run scores the report compares: name -> (what it is in words, run -> score); the greedy
+    policy's success where every run evaluated it."""
     final = "final-policy success, sampled" if protocol else f"success, last {RECENT_EPISODES} training episodes"
     metrics = {"final_success": (final, lambda r: r.final_success("sampled"))}
-    if protocol:
+    if protocol and greedy:
         metrics["final_success_greedy"] = ("final-policy success, greedy", lambda r: r.final_success("greedy"))
     metrics["success_auc"] = ("success AUC (per-window curve)", lambda r: float(r.windowed_success(edges).mean()))
     return metrics
@@ -208,17 +210,16 @@ def write_report(suite: Suite, out_dir: Path | None = None) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    runs, missing = collect(suite)  # every log is read and checked before anything is written
+    random_policy = read_random_policies(suite.runs_dir / "random_policy.json")
     out_dir = Path(out_dir or suite.results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    runs, missing = collect(suite)
     labels = list(suite.algos)
     baseline = next((label for label in labels if suite.algos[label]["algo"] == "ppo"), labels[0])
     tasks = [task for task in suite.tasks if all((task, label) in runs for label in labels)]
     edges = np.linspace(0, suite.total_steps, WINDOWS + 1)
     protocol = all(r.final_eval is not None for data in runs.values() for r in data)
-    metrics = _metrics(protocol, edges)
-    random_path = suite.runs_dir / "random_policy.json"
-    random_policy = json.loads(random_path.read_text()) if random_path.exists() else {}
+    metrics = _metrics(protocol, all("greedy" in (r.final_eval or {}) for data in runs.values() for r in data), edges)
 
     summary: dict = {
         "suite": suite.name,

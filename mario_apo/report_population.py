@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from mario_apo import stats
-from mario_apo.logger import read_metrics
 from mario_apo.report import format_ci, mean_ci, table_header
-from mario_apo.runs import RunFiles, read_json, write_atomic, write_json
+from mario_apo.run_logs import integer, read_summary, records
+from mario_apo.runs import RunFiles, write_atomic, write_json
 from mario_apo.suite import Suite, expand
 
 SCORES = {
@@ -35,17 +35,17 @@ def load_population(pop_dir: Path, budget: int) -> dict | None:
     files = RunFiles(pop_dir)
     if not files.summary.exists():
         return None
-    summary = read_json(files.summary)
+    learners = integer(read_summary(files.summary).get("learners"), f"{files.summary}: learners", 1)
     firsts, finals = [], []
-    for i in range(summary["learners"]):
+    for i in range(learners):
         learner = RunFiles(files.learner(i))
-        steps = [r["global_step"] for r in read_metrics(learner.metrics) if r.get("charts/success")]
+        steps = [r["global_step"] for r in records(learner.metrics) if r.get("charts/success")]
         firsts.append(min(steps) if steps else None)
-        final_eval = read_json(learner.summary).get("final_eval") or {}
+        final_eval = read_summary(learner.summary).get("final_eval") or {}
         finals.append(final_eval.get("sampled", {}).get("success_rate", np.nan))
     found = [step for step in firsts if step is not None]
     return {
-        "learners": summary["learners"],
+        "learners": learners,
         "first_success_step": min(found) if found else None,
         "first_success_score": min(found) if found else budget,
         "learners_succeeded": len(found) / len(firsts),
@@ -56,11 +56,11 @@ def load_population(pop_dir: Path, budget: int) -> dict | None:
 
 
 def write_population_report(suite: Suite, out_dir: Path | None = None) -> Path:
+    cells = {spec: load_population(suite.runs_dir / spec.name, suite.total_steps) for spec in expand(suite)}
     out_dir = Path(out_dir or suite.results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = list(suite.algos)
     baseline = labels[0]
-    cells = {spec: load_population(suite.runs_dir / spec.name, suite.total_steps) for spec in expand(suite)}
     seeds = [s for s in suite.seeds if all(v is not None for spec, v in cells.items() if spec.seed == s)]
     summary = {"suite": suite.name, "total_steps": suite.total_steps, "seeds": seeds, "baseline": baseline, "tasks": {}}
     lines = [f"# Suite `{suite.name}` (populations)", "", suite.description.strip(), ""]

@@ -52,6 +52,7 @@ from mario_apo.config import ALGOS, RunConfig, check_setting
 from mario_apo.errors import SuiteError, TaskError, UsageError
 from mario_apo.flags import config_fields, flag_dest, resolve_run_config, train_parser
 from mario_apo.logger import is_update_record, read_metrics
+from mario_apo.run_logs import read_random_policies, records
 from mario_apo.runs import (
     RunFiles,
     check_name,
@@ -526,7 +527,7 @@ def suite_status(suite: Suite) -> dict[str, Any]:
         # a population's progress: its first learner's (they step side by side; the budget is per learner)
         files = RunFiles(RunFiles(run_dir).learner(0) if suite.trains_populations(spec.label) else run_dir)
         if state != "pending" and files.metrics.exists():
-            updates = [r for r in read_metrics(files.metrics) if is_update_record(r)]
+            updates = [r for r in records(files.metrics) if is_update_record(r)]
             cell["step"] = updates[-1]["global_step"] if updates else 0
             if state == "finished" and updates:
                 sps.append(float(np.mean([r["charts/SPS"] for r in updates])))
@@ -560,14 +561,15 @@ def measure_random_policies(suite: Suite) -> dict[str, dict[str, float]]:
     from mario_apo.stats import wilson_interval
 
     path = suite.runs_dir / "random_policy.json"
-    measured = json.loads(path.read_text()) if path.exists() else {}
+    measured = read_random_policies(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     played: dict[tuple[str, str], list] = {}
     for task in suite.tasks:
-        if task in measured:
-            continue
         env_cfg = run_config(suite, RunSpec(task, next(iter(suite.algos)), suite.seeds[0])).env
         n, parsed = suite.random_policy_episodes, parse_task(task)
+        known = measured.get(task, {})
+        if known.get("episodes") == n and known.get("env") == asdict(env_cfg):
+            continue  # measured before with these settings (another episode count or env: measured again)
         goal_x = int(parsed.reward[len("goal:") :]) if parsed.is_mario and parsed.reward.startswith("goal:") else None
         plays = f"mario:{parsed.level}:dense" if goal_x else task
         key = (plays, json.dumps(asdict(env_cfg), sort_keys=True))

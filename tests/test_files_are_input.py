@@ -11,6 +11,7 @@ import random
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -314,6 +315,43 @@ def test_fuzzed_suite_files_load_or_fail_in_one_line(tmp_path):
         except UsageError as err:
             assert "\n" not in str(err)
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".toml"] * 200
+
+
+def test_fuzzed_run_logs_report_or_fail_in_one_line(run_dir):
+    """What the report's readers accept, the report's tables can use: a mutated summary.json, metrics
+    record or random_policy.json either reports or is one line naming the file."""
+    from mario_apo.report import _per_run_table, load_run
+    from mario_apo.report_progress import onset_section
+    from mario_apo.run_logs import read_random_policies
+    from mario_apo.suite import RunSpec
+
+    spec, rng = RunSpec("cartpole", "apo", 1), random.Random(2)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["budget_evals"] = {"256": {"at_step": 256, **summary["final_eval"]}}  # as --final-eval-at writes it
+    metrics = (run_dir / "metrics.jsonl").read_text()
+    episode = next(json.loads(line) for line in metrics.splitlines() if "charts/episodic_return" in line)
+    measured = {"cartpole": {"episodes": 200, "success_rate": 0.0, "wilson_95": [0.0, 0.0188], "env": {}}}
+
+    def report_or_one_line(name: str) -> None:
+        try:
+            run = load_run(run_dir, spec)
+            _per_run_table({"apo": [run]}, run.final_eval is not None)
+            onset_section({"apo": [run]}, read_random_policies(run_dir / "random_policy.json").get("cartpole"))
+            run.final_success("sampled"), run.windowed_success(np.linspace(0, 512, 5))
+        except UsageError as err:
+            assert "\n" not in str(err) and name in str(err), err
+
+    for mutated in mutations(summary, rng, 200):
+        (run_dir / "summary.json").write_text(json.dumps(mutated))
+        report_or_one_line("summary.json")
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    for mutated in mutations(episode, rng, 100):
+        (run_dir / "metrics.jsonl").write_text(metrics + json.dumps(mutated) + "\n")
+        report_or_one_line("metrics.jsonl")
+    (run_dir / "metrics.jsonl").write_text(metrics)
+    for mutated in mutations(measured, rng, 100):
+        (run_dir / "random_policy.json").write_text(json.dumps(mutated))
+        report_or_one_line("random_policy.json")
 
 
 def _toml(record: dict) -> str:

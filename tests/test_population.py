@@ -376,6 +376,13 @@ def test_a_population_suite_runs_reports_and_packs_its_learners(tmp_path, monkey
     with tarfile.open("experiments/results/pops/finished-runs.tar.gz") as tar:
         names = set(tar.getnames())
     assert "shared-cartpole-s1/population.json" in names and "shared-cartpole-s1/learner-1/metrics.jsonl" in names
+    # a shared population log that says how many learners it has wrongly is one line, not a traceback
+    pop_summary = Path("runs/pops/shared-cartpole-s1/summary.json")
+    pop_summary.write_text(json.dumps({**json.loads(pop_summary.read_text()), "learners": "2"}))
+    capsys.readouterr()
+    assert main(["suite", "report", "experiments/pops.toml", "--out", "damaged"]) == 2
+    assert_one_line_error(capsys.readouterr().err, 'learners is "2"; a log written by mario-apo holds an integer')
+    assert not Path("damaged").exists()
 
 
 @pytest.mark.slow

@@ -179,6 +179,32 @@ def test_tiny_real_suite_runs_skips_resumes_and_reports(tmp_path, monkeypatch, c
     monkeypatch.chdir(clone)
     assert main(["suite", "report", "experiments/tiny.toml", "--out", "regenerated", "--wandb", "disabled"]) == 0
     assert json.loads(Path("regenerated/summary.json").read_text()) == summary
+    # a damaged or crafted log in a shared archive: one line naming the file and what is valid, exit 2,
+    # and no report folder; the untouched logs report again as before
+    run = Path("runs/tiny/apo-cartpole-s1")
+    final = json.loads((run / "summary.json").read_text())["final_eval"]
+    crafted = {
+        "summary.json": json.dumps({"final_eval": {**final, "sampled": {**final["sampled"], "successes": 21}}}),
+        "metrics.jsonl": '{"global_step": 8, "charts/episodic_return": "9", "charts/success": 1}\n',
+        "../random_policy.json": '{"cartpole": {"episodes": 200, "success_rate": 1.5}}',
+    }
+    for name, text in crafted.items():
+        kept = (run / name).read_bytes() if (run / name).exists() else None
+        with (run / name).open("a" if name == "metrics.jsonl" else "w") as damaged:
+            damaged.write(text)
+        capsys.readouterr()
+        assert main(["suite", "report", "experiments/tiny.toml", "--out", "damaged", "--wandb", "disabled"]) == 2
+        valid = {"summary.json": "integer in [0, 20]", "metrics.jsonl": "a number", "../random_policy.json": "[0, 1]"}
+        err = capsys.readouterr().err
+        assert_one_line_error(err, valid[name])
+        assert str(run / name).replace("apo-cartpole-s1/../", "") in err
+        assert not Path("damaged").exists()
+        if kept is None:
+            (run / name).unlink()
+        else:
+            (run / name).write_bytes(kept)
+    assert main(["suite", "report", "experiments/tiny.toml", "--out", "damaged", "--wandb", "disabled"]) == 0
+    assert json.loads(Path("damaged/summary.json").read_text()) == summary
     monkeypatch.chdir(tmp_path)
 
     # the same comparison as a W&B summary run (offline), read back from its files
@@ -233,6 +259,10 @@ def test_the_suites_action_set_reaches_the_random_policy_baseline(tmp_path, monk
         itself = random_episodes(parse_task(f"mario:1-1:goal:{x}"), env_cfg, 4, workers=2, progress=False)
         assert rung["success_rate"] == np.mean([e.success for e in itself])
     assert measured["mario:1-1:goal:300"]["success_rate"] > 0
+    # measured once per setting: the same settings read the file, another episode count measures again
+    assert measure_random_policies(suite) == measured
+    suite.random_policy_episodes = 2
+    assert {rung["episodes"] for rung in measure_random_policies(suite).values()} == {2}
 
 
 def hold_locks(run_dirs):
