@@ -5,6 +5,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 from mario_apo.config import EnvConfig
 from mario_apo.seeding import SeedStreams
@@ -137,7 +138,25 @@ def test_stable_baselines3_trains_on_the_gymnasium_id():
     assert model.num_timesteps == 128
     action, _ = model.predict(env.reset(seed=1)[0])
     assert env.action_space.contains(int(action))
+    # bench parity judges SB3's Mario policy with our evaluation code: through SB3Policy it gives the
+    # action probabilities and values SB3 gives the same uint8 frames on its own path (one /255 on
+    # either), and plays episodes
+    from mario_apo.bench_sb3 import SB3Policy
+    from mario_apo.evaluate import evaluate
+
+    frames = [env.reset(seed=1)[0]]
+    for action in (1, 2, 2, 3, 1, 4) * 4:  # a few different screens
+        frames.append(env.step(action)[0])
     env.close()
+    obs, policy = np.stack(frames[::4]), SB3Policy(model.policy)
+    with torch.inference_mode():
+        logits, values = policy(torch.as_tensor(obs))
+        assert logits.shape == (len(obs), env.action_space.n) and values.shape == (len(obs),)
+        own = model.policy.obs_to_tensor(obs)[0]  # SB3's own conversion: a uint8 tensor
+        torch.testing.assert_close(logits.softmax(-1), model.policy.get_distribution(own).distribution.probs)
+        torch.testing.assert_close(values, model.policy.predict_values(own).squeeze(-1))
+    played = evaluate(policy, parse_task("mario:1-1:goal:300"), EnvConfig(max_episode_steps=200), 2, greedy=False)
+    assert played["episodes"] == 2 and played["mean_max_x"] > 40
 
 
 @pytest.mark.parametrize("settings, valid", [({"sticky_actions": 1.5}, "[0, 1)"), ({"stall_steps": -1}, ">= 0")])
