@@ -25,9 +25,11 @@ RECORD_BOUNDS = {"global_step": (0, 10**12), "charts/success": (0, 1), "charts/m
 
 
 def number(value: Any, where: str, low: float = -math.inf, high: float = math.inf) -> float:
-    """``value`` as a float if it is a JSON number in ``[low, high]`` (NaN allowed only without bounds)."""
+    """``value`` as a float if it is a JSON number in ``[low, high]`` (NaN allowed only without bounds;
+    an integer beyond 2^63, which no log holds, is refused before it can overflow a float)."""
     bounded = math.isfinite(low) or math.isfinite(high)
-    if isinstance(value, bool) or not isinstance(value, int | float) or (bounded and not low <= value <= high):
+    wrong_type = isinstance(value, bool) or not isinstance(value, int | float)
+    if wrong_type or (isinstance(value, int) and abs(value) > 2**63) or (bounded and not low <= value <= high):
         span = "a number" if not bounded else f"a number in [{low:g}, {high:g}]"
         raise RunLogError(f"{where} is {json.dumps(value)[:40]}; a log written by mario-apo holds {span} there")
     return float(value)
