@@ -17,6 +17,7 @@ from typing import Any
 
 from mario_apo.errors import RunLogError, first_line
 from mario_apo.logger import read_metrics
+from mario_apo.runs import read_json
 
 VIDEO_SUFFIX = "_video"
 """Metrics under a key ending in this hold a video's path (``Logger.log_video``); every other value is a number."""
@@ -60,7 +61,7 @@ def _rate_interval(value: Any, where: str) -> None:
 
 def _read_object(path: Path) -> dict:
     try:
-        return _object(json.loads(path.read_text()), str(path))
+        return _object(read_json(path), str(path))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise RunLogError(f"{path} is not readable JSON: {first_line(err)}") from None
 

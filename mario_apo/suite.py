@@ -566,13 +566,13 @@ def measure_random_policies(suite: Suite) -> dict[str, dict[str, float]]:
     played: dict[tuple[str, str], list] = {}
     for task in suite.tasks:
         env_cfg = run_config(suite, RunSpec(task, next(iter(suite.algos)), suite.seeds[0])).env
-        n, parsed = suite.random_policy_episodes, parse_task(task)
+        n, parsed, env = suite.random_policy_episodes, parse_task(task), asdict(env_cfg)
         known = measured.get(task, {})
-        if known.get("episodes") == n and known.get("env") == asdict(env_cfg):
+        if known.get("episodes") == n and known.get("env") == env:
             continue  # measured before with these settings (another episode count or env: measured again)
         goal_x = int(parsed.reward[len("goal:") :]) if parsed.is_mario and parsed.reward.startswith("goal:") else None
         plays = f"mario:{parsed.level}:dense" if goal_x else task
-        key = (plays, json.dumps(asdict(env_cfg), sort_keys=True))
+        key = (plays, json.dumps(env, sort_keys=True))
         if key not in played:
             played[key] = random_episodes(parse_task(plays), env_cfg, n, workers=os.cpu_count() or 1)
         episodes = played[key]
@@ -588,7 +588,7 @@ def measure_random_policies(suite: Suite) -> dict[str, dict[str, float]]:
             "success_rate": success_rate,
             "wilson_95": wilson,
             "mean_max_x": float(np.mean([e.max_x for e in episodes])),
-            "env": asdict(env_cfg),
+            "env": env,
         }
         write_json(path, measured)
     return measured
