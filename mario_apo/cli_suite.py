@@ -137,8 +137,12 @@ def format_status(status: dict) -> str:
             "running": f"at step {cell['step']:,} ({cell.get('holder')})",
             "interrupted": f"at step {cell['step']:,}",
         }
+        if "damaged" in cell:
+            detail[cell["state"]] = cell["damaged"]
         lines.append(f"  {cell['run']:<44} {cell['state']:<12} {detail.get(cell['state'], '')}".rstrip())
+    damaged = sum("damaged" in cell for cell in status["cells"])
     counts = ", ".join(f"{count} {state}" for state, count in status["counts"].items())
+    counts += f" ({damaged} with a damaged log)" if damaged else ""
     eta = status["eta_seconds"]
     when = (
         f"~{eta / 3600:.1f} h at {status['steps_per_second']:.0f} steps/s" if eta is not None else "no finished run yet"

@@ -49,7 +49,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mario_apo.config import ALGOS, RunConfig, check_setting
-from mario_apo.errors import SuiteError, TaskError, UsageError
+from mario_apo.errors import RunLogError, SuiteError, TaskError, UsageError
 from mario_apo.flags import config_fields, flag_dest, resolve_run_config, train_parser
 from mario_apo.logger import is_update_record, read_metrics
 from mario_apo.run_logs import read_random_policies, records
@@ -516,8 +516,9 @@ def _run_on_ray(suite: Suite, todo: list[RunSpec], threads: int, gpus: float, en
 
 
 def suite_status(suite: Suite) -> dict[str, Any]:
-    """Every cell's state (finished, running, interrupted at a step, pending) and an ETA from the
-    measured SPS of finished runs, for ``mario-apo suite status``."""
+    """Every cell's state (finished, running, interrupted at a step, pending; ``damaged``: why its
+    metrics.jsonl cannot be read) and an ETA from the measured SPS of finished runs, for
+    ``mario-apo suite status``."""
     cells, sps = [], []
     names = {"done": "finished", "running": "running", "resume": "interrupted", "stale": "pending", "new": "pending"}
     for spec in expand(suite):
@@ -527,7 +528,10 @@ def suite_status(suite: Suite) -> dict[str, Any]:
         # a population's progress: its first learner's (they step side by side; the budget is per learner)
         files = RunFiles(RunFiles(run_dir).learner(0) if suite.trains_populations(spec.label) else run_dir)
         if state != "pending" and files.metrics.exists():
-            updates = [r for r in records(files.metrics) if is_update_record(r)]
+            try:
+                updates = [r for r in records(files.metrics) if is_update_record(r)]
+            except RunLogError as err:  # one damaged log: say which, and still show the other runs
+                cell["damaged"], updates = str(err), []
             cell["step"] = updates[-1]["global_step"] if updates else 0
             if state == "finished" and updates:
                 sps.append(float(np.mean([r["charts/SPS"] for r in updates])))

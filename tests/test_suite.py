@@ -199,6 +199,11 @@ def test_tiny_real_suite_runs_skips_resumes_and_reports(tmp_path, monkeypatch, c
         assert_one_line_error(err, valid[name])
         assert str(run / name).replace("apo-cartpole-s1/../", "") in err
         assert not Path("damaged").exists()
+        if name == "metrics.jsonl":  # status still shows every run, and says which log is damaged and why
+            assert main(["suite", "status", "experiments/tiny.toml"]) == 0
+            status = capsys.readouterr().out
+            assert "4 finished, 0 running, 0 interrupted, 0 pending (1 with a damaged log)" in status
+            assert re.search(r"apo-cartpole-s1 +finished +.*metrics.jsonl.*a number", status)
         if kept is None:
             (run / name).unlink()
         else:
