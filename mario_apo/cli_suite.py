@@ -137,9 +137,8 @@ def format_status(status: dict) -> str:
             "running": f"at step {cell['step']:,} ({cell.get('holder')})",
             "interrupted": f"at step {cell['step']:,}",
         }
-        if "damaged" in cell:
-            detail[cell["state"]] = cell["damaged"]
-        lines.append(f"  {cell['run']:<44} {cell['state']:<12} {detail.get(cell['state'], '')}".rstrip())
+        note = cell.get("damaged") or detail.get(cell["state"], "")
+        lines.append(f"  {cell['run']:<44} {cell['state']:<12} {note}".rstrip())
     damaged = sum("damaged" in cell for cell in status["cells"])
     counts = ", ".join(f"{count} {state}" for state, count in status["counts"].items())
     counts += f" ({damaged} with a damaged log)" if damaged else ""
