@@ -1,10 +1,10 @@
 """The logs that reports and ``suite status`` read, checked as the untrusted input they are.
 
 Packed run logs are committed and shared between people and machines, so a report reads a
-run's ``metrics.jsonl`` and ``summary.json`` and a suite's ``random_policy.json`` only
-through these readers: every value a report computes with is checked for its type and range
-where it is read, and anything else is one line naming the file and what is valid (exit 2),
-never a traceback from deep inside a table or a figure.
+run's ``metrics.jsonl`` and ``summary.json``, a suite's ``random_policy.json`` and a level's
+``calibration-<level>.json`` only through these readers: every value a report computes with
+is checked for its type and range where it is read, and anything else is one line naming the
+file and what is valid (exit 2), never a traceback from deep inside a table or a figure.
 """
 
 from __future__ import annotations
@@ -131,3 +131,20 @@ def read_random_policies(path: Path) -> dict[str, dict[str, Any]]:
         if "mean_max_x" in entry:
             number(entry["mean_max_x"], f"{at} mean_max_x")
     return measured
+
+
+def read_level_calibration(path: Path) -> dict[str, Any]:
+    """A Mario level's ``calibration-<level>.json`` (``mario-apo calibrate``), the parts a report reads
+    checked: its env settings (an object), its episode count, and its curve, P(max x >= x) at every
+    distinct max x of the random episodes, as two equally long lists of numbers."""
+    record = _read_object(path)
+    _object(record.get("env"), f"{path}: env")
+    integer(record.get("episodes"), f"{path}: episodes", 1)
+    curve = _object(record.get("curve"), f"{path}: curve")
+    xs, rates = curve.get("x"), curve.get("rate")
+    if not isinstance(xs, list) or not isinstance(rates, list) or not xs or len(xs) != len(rates):
+        raise RunLogError(f"{path}: curve x and rate are not two equally long, non-empty lists of numbers")
+    for x, rate in zip(xs, rates, strict=True):
+        number(x, f"{path}: curve x", 0, 2**31)
+        number(rate, f"{path}: curve rate", 0, 1)
+    return record

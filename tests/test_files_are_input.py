@@ -354,6 +354,26 @@ def test_fuzzed_run_logs_report_or_fail_in_one_line(run_dir):
         report_or_one_line("random_policy.json")
 
 
+def test_fuzzed_level_calibrations_give_the_progress_reference_or_fail_in_one_line(tmp_path):
+    """The report's random-policy reference comes from a committed calibration-<level>.json: a mutated
+    one gives a reference, none (other env settings), or one line naming the file."""
+    from mario_apo.calibrate import DEFAULT_OUT
+    from mario_apo.config import EnvConfig
+    from mario_apo.report_progress import random_policy_progress
+
+    record = json.loads((DEFAULT_OUT / "calibration-1-1.json").read_text())
+    record = {key: record[key] for key in ("level", "env", "episodes", "curve")}  # what the report reads
+    refused = 0
+    for mutated in mutations(record, random.Random(3), 300):
+        (tmp_path / "calibration-1-1.json").write_text(json.dumps(mutated))
+        try:
+            random_policy_progress("1-1", EnvConfig(), tmp_path)
+        except UsageError as err:
+            assert "\n" not in str(err) and "calibration-1-1.json" in str(err), err
+            refused += 1
+    assert refused > 50  # the mutations reach what is read, not only what is ignored
+
+
 def _toml(record: dict) -> str:
     """A suite record as TOML (values JSON-encoded: TOML has no null, so None becomes a string)."""
 
