@@ -14,8 +14,7 @@ import numpy as np
 
 from mario_apo import stats
 from mario_apo.calibrate import DEFAULT_OUT
-from mario_apo.config import EnvConfig
-from mario_apo.errors import RunLogError, first_line
+from mario_apo.config import EnvConfig, settings_from_record
 from mario_apo.run_logs import read_level_calibration
 from mario_apo.tasks import parse_task
 
@@ -29,11 +28,7 @@ def random_policy_progress(level: str, env_cfg: EnvConfig, calibration_dir: Path
     if not path.exists():
         return None
     record = read_level_calibration(path)
-    try:
-        calibrated_env = EnvConfig.from_record(record["env"])
-    except TypeError as err:  # a setting no version of mario-apo has
-        raise RunLogError(f"{path}: env is not a set of env settings: {first_line(err)}") from None
-    if calibrated_env != env_cfg:
+    if EnvConfig.from_record(settings_from_record(EnvConfig, record.get("env"), f"{path}: env")) != env_cfg:
         return None
     curve = record["curve"]  # P(max x >= x) at every distinct max x of the random episodes
     xs, survival = np.array(curve["x"], float), np.append(curve["rate"], 0.0)

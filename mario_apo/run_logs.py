@@ -135,10 +135,10 @@ def read_random_policies(path: Path) -> dict[str, dict[str, Any]]:
 
 def read_level_calibration(path: Path) -> dict[str, Any]:
     """A Mario level's ``calibration-<level>.json`` (``mario-apo calibrate``), the parts a report reads
-    checked: its env settings (an object), its episode count, and its curve, P(max x >= x) at every
-    distinct max x of the random episodes, as two equally long lists of numbers."""
+    checked: its episode count and its curve, P(max x >= x) at every distinct max x of the random
+    episodes, as two equally long lists of numbers (its env settings are checked as settings, by
+    ``settings_from_record``, where they are read)."""
     record = _read_object(path)
-    _object(record.get("env"), f"{path}: env")
     integer(record.get("episodes"), f"{path}: episodes", 1)
     curve = _object(record.get("curve"), f"{path}: curve")
     xs, rates = curve.get("x"), curve.get("rate")
