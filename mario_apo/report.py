@@ -20,7 +20,7 @@ import numpy as np
 from mario_apo import stats
 from mario_apo.episodes import RECENT_EPISODES
 from mario_apo.logger import is_update_record
-from mario_apo.report_progress import onset_section, progress_section
+from mario_apo.report_progress import label_agent_steps, onset_section, progress_section
 from mario_apo.run_logs import read_random_policies, read_summary, records
 from mario_apo.runs import RunFiles, write_atomic, write_json
 from mario_apo.suite import RunSpec, Suite, expand, run_config
@@ -440,8 +440,10 @@ def _curve_figure(
             ax.plot(centres, mean_curve, label=f"{label} (n={len(data)})")
             ax.fill_between(centres, low, high, alpha=0.25)
     window = edges[1] - edges[0]
-    ax_s.set(title=f"{task}: success per {window:,.0f}-step window", xlabel="agent steps (all envs)", ylabel="success")
-    ax_r.set(title=f"{task}: return (last 100 episodes)", xlabel="agent steps (all envs)", ylabel="return")
+    ax_s.set(title=f"{task}: success per {window:,.0f}-step window", ylabel="success")
+    ax_r.set(title=f"{task}: return (last 100 episodes)", ylabel="return")
+    for ax in (ax_s, ax_r):
+        label_agent_steps(ax, "agent steps (all envs)")
     figure = f"curves-{task.replace(':', '-')}.png"
     _save_figure(fig, (ax_s, ax_r), out_dir / figure)
     return ["", f"![{task} curves]({figure})", ""]

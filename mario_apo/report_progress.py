@@ -83,14 +83,27 @@ def progress_section(task: str, task_runs: dict, env_cfg: EnvConfig, total_steps
     if random is not None:
         axes[0].axhline(random["mean_max_x"], color="grey", linestyle="--", label="uniform-random policy")
         axes[1].axhline(0.0, color="grey", linestyle="--")
-    axes[0].set(title=f"{task}: mean max x of training episodes", xlabel="agent steps", ylabel="max x (px)")
-    axes[1].set(title="flag reached (training episodes)", xlabel="agent steps", ylabel="rate")
+    axes[0].set(title=f"{task}: mean max x of training episodes", ylabel="max x (px)")
+    axes[1].set(title="flag reached (training episodes)", ylabel="rate")
+    for ax in axes:
+        label_agent_steps(ax)
     axes[0].legend(fontsize=8)
     figure = f"progress-{task.replace(':', '-')}.png"
     fig.tight_layout()
     fig.savefig(out_dir / figure, dpi=110)
     plt.close(fig)
     return _lines(task, numbers, edges, figure), numbers
+
+
+def label_agent_steps(ax, label: str = "agent steps") -> None:
+    """The x axis in agent steps written as 50k / 1.5M: full integers run into each other from 100k on."""
+    from matplotlib.ticker import FuncFormatter
+
+    def short(steps: float, _position) -> str:
+        return f"{steps / 1e6:g}M" if abs(steps) >= 1e6 else f"{steps / 1e3:g}k" if steps else "0"
+
+    ax.xaxis.set_major_formatter(FuncFormatter(short))
+    ax.set_xlabel(label)
 
 
 def _lines(task: str, numbers: dict, edges: np.ndarray, figure: str) -> list[str]:

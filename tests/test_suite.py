@@ -436,6 +436,22 @@ def test_the_progress_section_windows_max_x_and_flags_beside_the_calibrated_rand
     )
 
 
+def test_agent_step_axes_read_in_thousands_and_millions():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mario_apo.report_progress import label_agent_steps
+
+    fig, ax = plt.subplots()
+    label_agent_steps(ax)
+    short = ax.xaxis.get_major_formatter()
+    assert [short(x, None) for x in (0, 25_000, 200_000, 1_500_000)] == ["0", "25k", "200k", "1.5M"]
+    assert ax.get_xlabel() == "agent steps"
+    plt.close(fig)
+
+
 def test_a_run_that_found_the_goal_kept_it_or_lost_it_by_its_final_policy():
     from mario_apo.report import RunData, _algo_row
     from mario_apo.suite import RunSpec
