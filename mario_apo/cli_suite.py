@@ -146,5 +146,7 @@ def format_status(status: dict) -> str:
     when = (
         f"~{eta / 3600:.1f} h at {status['steps_per_second']:.0f} steps/s" if eta is not None else "no finished run yet"
     )
-    lines.append(f"{counts}; {status['remaining_steps']:,} agent steps to go: {when}")
+    evaluations = status["remaining_eval_steps"]
+    of_them = f" ({evaluations:,} of them evaluations, as many as finished runs spent)" if evaluations else ""
+    lines.append(f"{counts}; {status['remaining_steps']:,} agent steps to go{of_them}: {when}")
     return "\n".join(lines)

@@ -128,6 +128,16 @@ def test_tiny_real_suite_runs_skips_resumes_and_reports(tmp_path, monkeypatch, c
     stale.mkdir()
     (stale / "config.json").write_text("{}")
     assert run_state(interrupted) == "resume" and run_state(stale) == "stale"
+    # status counts what is left of both, their final evaluations included (as long as the finished runs')
+    spent = [
+        json.loads((runs / n / "summary.json").read_text())["final_eval"]["steps"]
+        for n in ("ppo-cartpole-s1", "apo-cartpole-s2")
+    ]
+    capsys.readouterr()
+    assert main(["suite", "status", str(path), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["remaining_eval_steps"] == 2 * int(np.median(spent)) > 0
+    assert status["remaining_steps"] == 2048 + status["remaining_eval_steps"]  # the interrupted run had trained it all
     # --cpus-per-run sets each run's torch threads here too (two suites sharing a machine)
     assert main(["suite", "run", str(path), "--cpus-per-run", "1"]) == 0
     assert "2 already finished, 2 ran, 0 failed" in capsys.readouterr().out
