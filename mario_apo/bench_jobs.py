@@ -8,6 +8,7 @@ so the SB3 jobs live with SB3 (``mario_apo.bench_sb3``, an optional extra) and o
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -16,6 +17,7 @@ import resource
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import psutil
 import torch
@@ -23,6 +25,8 @@ from tqdm import tqdm
 
 from mario_apo.config import RunConfig
 from mario_apo.device import device_record, resolve_device
+from mario_apo.errors import first_line
+from mario_apo.runs import read_json, write_json
 
 CARTPOLE_SOLVED = 475.0
 
@@ -124,13 +128,63 @@ def _run_in_subprocess(job: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_jobs(jobs: list[dict], what: str) -> list[dict]:
-    """Each job in its own fresh process, one after another (so none competes with another for cores)."""
+class JobResults:
+    """Finished jobs' results kept in a folder, one file per job, so that a benchmark of many long jobs
+    (Mario parity: an hour or more each on a 2-core box) resumes job by job after an interruption.
+
+    A file's name is a hash of its job (never a name read from a file). A file is used only when it
+    holds exactly the job asked for and a number under each of ``keys``; anything else (damaged,
+    edited, from other settings) is reported in one line and its job runs again.
+    """
+
+    def __init__(self, folder: Path, keys: tuple[str, ...]):
+        self.folder, self.keys = folder, keys
+
+    def _path(self, job: dict) -> Path:
+        digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:20]
+        return self.folder / f"job-{digest}.json"
+
+    def get(self, job: dict) -> dict | None:
+        path = self._path(job)
+        if not path.exists():
+            return None
+        try:
+            record = read_json(path)
+            result = record["result"]
+            usable = (
+                record["job"] == job
+                and isinstance(result, dict)
+                and all(isinstance(result[key], int | float) and not isinstance(result[key], bool) for key in self.keys)
+            )
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            usable, err_text = False, f"{type(err).__name__}: {first_line(err)}"
+        else:
+            err_text = "it is not this job's result"
+        if not usable:
+            print(f"{path}: not used ({err_text}); the job runs again", file=sys.stderr)
+            return None
+        return {**result, **job}
+
+    def put(self, job: dict, result: dict) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_json(self._path(job), {"job": job, "result": result})
+
+
+def run_jobs(jobs: list[dict], what: str, kept: JobResults | None = None) -> list[dict]:
+    """Each job in its own fresh process, one after another (so none competes with another for cores).
+
+    :param kept: where finished jobs' results are kept: a job found there is not run again
+    """
     results = []
     with tqdm(total=len(jobs), desc=what, unit="job") as progress:
         for job in jobs:
             progress.set_postfix_str(f"{job['impl']} {job['algo']} {job['task']} s{job['seed']}")
-            results.append(_run_in_subprocess(job))
+            result = kept.get(job) if kept is not None else None
+            if result is None:
+                result = _run_in_subprocess(job)
+                if kept is not None:
+                    kept.put(job, result)
+            results.append(result)
             progress.update()
     return results
 

@@ -22,7 +22,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNorm
 from torch import nn
 
 from mario_apo import stats
-from mario_apo.bench_jobs import first_solved, machine_record, quiet_run_config, run_jobs
+from mario_apo.bench_jobs import JobResults, first_solved, machine_record, quiet_run_config, run_jobs
 from mario_apo.checkpoint import load_checkpoint
 from mario_apo.config import EnvConfig, PPOConfig, ppo_defaults
 from mario_apo.device import resolve_device
@@ -194,15 +194,25 @@ class SB3Policy(nn.Module):
         return self.policy.get_distribution(obs).distribution.logits, self.policy.predict_values(obs).squeeze(-1)
 
 
-def bench_parity(steps: dict[str, int], seeds: list[int], episodes: int, greedy_episodes: int) -> dict:
+PARITY_RESULT_KEYS = ("train_s",) + tuple(
+    f"{policy}_{metric}" for policy in ("sampled", "greedy") for metric in ("success", "return", "max_x")
+)
+
+
+def bench_parity(
+    steps: dict[str, int], seeds: list[int], episodes: int, greedy_episodes: int, keep: Path | None = None
+) -> dict:
     """Our PPO vs Stable-Baselines3's PPO, identical rl-zoo settings (normalisation included), per task and
-    seed; final-policy success, paired by seed. Bar: ours is not worse (the paired CI reaches 0 or above)."""
+    seed; final-policy success, paired by seed. Bar: ours is not worse (the paired CI reaches 0 or above).
+
+    :param keep: a folder where each finished job's result is kept, and found again by a rerun
+    """
     jobs = [
         {"run": "mario_apo.bench_sb3:parity_job", "impl": impl, "algo": "ppo", "task": task, "seed": seed,
          "total_steps": total, "episodes": episodes, "greedy_episodes": greedy_episodes, "eval_seed": 100_000 + seed}
         for task, total in steps.items() for seed in seeds for impl in ("ours", "sb3")
     ]  # fmt: skip
-    results = run_jobs(jobs, "bench parity")
+    results = run_jobs(jobs, "bench parity", JobResults(keep, PARITY_RESULT_KEYS) if keep is not None else None)
     tasks = {}
     for task, total in steps.items():
         row = {"total_steps": total, "seeds": seeds}

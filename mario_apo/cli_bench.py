@@ -14,7 +14,7 @@ from pathlib import Path
 from mario_apo.device import DEVICE_FORMS, resolve_device
 from mario_apo.errors import UsageError
 from mario_apo.flags import Parser, add_env_flags, env_config, output_file, positive_int, positive_int_list
-from mario_apo.runs import write_json
+from mario_apo.runs import check_output_dir, write_json
 from mario_apo.tasks import parse_task
 
 
@@ -106,6 +106,12 @@ def _add_parity_bench(benches: argparse._SubParsersAction) -> None:
     )
     parity.add_argument(
         "--greedy-episodes", type=positive_int, default=20, help="greedy final-policy episodes. Default: 20"
+    )
+    parity.add_argument(
+        "--keep-jobs",
+        metavar="DIR",
+        help="keep each finished (implementation, task, seed) job's result in DIR; a rerun with the same "
+        "flags reuses them and runs only the rest (a job cut off midway starts over). Default: keep nothing",
     )
     _add_json_flag(parity, "bench-parity.json")
 
@@ -199,7 +205,8 @@ def run_bench_parity(args: argparse.Namespace) -> None:
     steps = {task: n for task, n in budgets if n}
     if steps.get("mario:1-1:dense", 1024) < 1024:
         raise UsageError(f"--mario-steps {args.mario_steps} is less than one Mario rollout (8 envs x 128 = 1024)")
-    result = bench_parity(steps, list(range(1, args.seeds + 1)), args.episodes, args.greedy_episodes)
+    keep = check_output_dir(args.keep_jobs, "--keep-jobs") if args.keep_jobs else None
+    result = bench_parity(steps, list(range(1, args.seeds + 1)), args.episodes, args.greedy_episodes, keep)
     _show(result, format_parity_table(result), args.json)
 
 

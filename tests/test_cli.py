@@ -181,9 +181,10 @@ def test_generated_flags_check_their_range(capsys, tmp_path, argv, valid):
 @pytest.mark.slow
 def test_bench_parity_trains_both_implementations_and_pairs_them_by_seed(tmp_path, capsys):
     pytest.importorskip("stable_baselines3", reason="the bench extra (pip install -e '.[bench]') has SB3")
-    out_json = tmp_path / "parity.json"
+    out_json, kept = tmp_path / "parity.json", tmp_path / "kept"
     argv = ["bench", "parity", "--cartpole-steps", "0", "--mountaincar-steps", "0", "--minigrid-steps", "2048"]
-    assert main([*argv, "--seeds", "2", "--episodes", "3", "--greedy-episodes", "2", "--json", str(out_json)]) == 0
+    argv += ["--seeds", "2", "--episodes", "3", "--greedy-episodes", "2", "--json", str(out_json)]
+    assert main([*argv, "--keep-jobs", str(kept)]) == 0
     result = json.loads(out_json.read_text())
     assert [(j["impl"], j["seed"]) for j in result["jobs"]] == [("ours", 1), ("sb3", 1), ("ours", 2), ("sb3", 2)]
     assert list(result["tasks"]) == ["minigrid:DoorKey-5x5"]
@@ -194,3 +195,20 @@ def test_bench_parity_trains_both_implementations_and_pairs_them_by_seed(tmp_pat
         np.mean(ours) - np.mean(sb3)
     )
     assert "bar minigrid:DoorKey-5x5: ours not worse than SB3" in capsys.readouterr().out
+
+    # A rerun with --keep-jobs reuses the kept results (a marked one shows it) and runs again only
+    # the job whose file is damaged, saying so in one line.
+    files = sorted(kept.glob("job-*.json"))
+    assert len(files) == 4
+    by_job = {(r["job"]["impl"], r["job"]["seed"]): path for path in files for r in [json.loads(path.read_text())]}
+    marked = json.loads(by_job["ours", 1].read_text())
+    marked["result"]["sampled_success"] = 0.123
+    by_job["ours", 1].write_text(json.dumps(marked))
+    by_job["sb3", 2].write_text('{"job": ')
+    assert main([*argv, "--keep-jobs", str(kept)]) == 0
+    rerun = json.loads(out_json.read_text())
+    assert rerun["tasks"]["minigrid:DoorKey-5x5"]["sampled"]["ours"][0] == 0.123
+    assert rerun["jobs"][1] == result["jobs"][1] and rerun["jobs"][2] == result["jobs"][2]
+    assert rerun["jobs"][3]["train_s"] != result["jobs"][3]["train_s"]  # trained again
+    err = capsys.readouterr().err  # beside the progress bar
+    assert err.count("the job runs again") == 1 and "JSONDecodeError" in err and "Traceback" not in err

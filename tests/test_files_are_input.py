@@ -151,6 +151,16 @@ def test_output_paths_are_checked_before_the_work(tmp_path, capsys, out):
     assert os.path.exists("/dev/null") and not (tmp_path / "missing-parent-is-fine").exists()
 
 
+def test_bench_parity_keeps_jobs_only_in_a_folder(tmp_path, capsys):
+    pytest.importorskip("stable_baselines3", reason="the bench extra (pip install -e '.[bench]') has SB3")
+    (tmp_path / "a-file").write_text("mine")
+    code = main(["bench", "parity", "--cartpole-steps", "0", "--mountaincar-steps", "0", "--minigrid-steps", "2048",
+                 "--json", str(tmp_path / "p.json"), "--keep-jobs", str(tmp_path / "a-file")])  # fmt: skip
+    assert code == 2
+    assert_one_line_error(capsys.readouterr().err, "is not a folder")
+    assert (tmp_path / "a-file").read_text() == "mine" and not (tmp_path / "p.json").exists()
+
+
 def test_suite_pack_out_never_replaces_a_device_or_a_folder(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     suite = tmp_path / "s.toml"
