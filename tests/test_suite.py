@@ -489,3 +489,43 @@ def test_list_settings_and_new_arms_pass_through_a_suite_file(tmp_path):
     sil = run_config(suite, RunSpec("cartpole", "sil", 1))
     assert sil.log.final_eval_at == [512, 1024] and sil.device == "cuda:1" and sil.sil.sil_batch == 64
     assert run_config(suite, RunSpec("cartpole", "taken", 1)).anchor.anchor_target == "taken"
+
+
+# What a run's algo uses beyond PPO and the env: anchors for APO, SIL's settings for SIL.
+ALGO_PARTS = {"ppo": (), "apo": ("anchor",), "sil": ("sil",)}
+
+
+def test_every_committed_suite_still_resolves_to_the_settings_its_packed_runs_were_made_with():
+    """A fresh clone regenerates the committed results: each suite file whose runs are packed under
+    experiments/results/ resolves today to the settings those runs recorded in config.json (PPO, env,
+    and what the algo uses). A changed default that would make a suite file train something else fails
+    here; such a suite pins the settings it was run with. Options added after a run was made (absent
+    from its config.json) are left out: their defaults reproduce what the run did."""
+    import dataclasses
+
+    from mario_apo.suite import run_config
+
+    root = Path(__file__).resolve().parent.parent
+    checked, differ = 0, []
+    for path in sorted((root / "experiments").glob("*.toml")):
+        suite = load_suite(path)
+        pack = root / "experiments" / "results" / suite.name / "finished-runs.tar.gz"
+        if not pack.exists():
+            continue
+        with tarfile.open(pack) as tar:
+            configs = {}
+            for member in tar.getmembers():  # a run's config.json, or its population's first learner's
+                run, _, rest = member.name.partition("/")
+                if rest in ("config.json", "learner-0/config.json"):
+                    configs[run] = json.load(tar.extractfile(member))
+        for spec in expand(suite):
+            if spec.name not in configs:
+                continue
+            cfg, recorded = run_config(suite, spec), configs[spec.name]
+            for part in ("ppo", "env", *ALGO_PARTS[cfg.algo]):
+                now, then = dataclasses.asdict(getattr(cfg, part)), recorded.get(part, {})
+                differ += [f"{path.name} {spec.name} {part}.{key}: ran {then[key]!r}, now {now[key]!r}"
+                           for key in then.keys() & now.keys() if then[key] != now[key]]  # fmt: skip
+            checked += 1
+    assert not differ, "\n".join(differ)
+    assert checked >= 500  # every packed run of every committed suite (521 when this was written)
