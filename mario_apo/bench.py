@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mario_apo.bench_jobs import first_solved, machine_record, quiet_run_config, run_jobs
-from mario_apo.config import EnvConfig
+from mario_apo.config import EnvConfig, ppo_defaults
 from mario_apo.logger import is_update_record, read_metrics
 from mario_apo.runs import RunFiles, create_run
 from mario_apo.tasks import Task, make_env, make_vec_env
@@ -212,6 +212,16 @@ def ours_job(job: dict) -> dict:
     return result
 
 
+def mario_settings_text() -> str:
+    """The Mario defaults as a benchmark table states them."""
+    ppo = ppo_defaults("mario")
+    lr = f"lr {ppo.learning_rate:g}{' annealed' if ppo.anneal_lr else ''}"
+    return (
+        f"N envs x {ppo.num_steps} steps, {ppo.num_minibatches} minibatches, {ppo.update_epochs} epochs, {lr}, "
+        f"gamma {ppo.gamma:g}, GAE lambda {ppo.gae_lambda:g}, clip {ppo.clip_coef:g}, ent {ppo.ent_coef:g}"
+    )
+
+
 def bench_train(
     mario_steps: int,
     cartpole_steps: int,
@@ -248,7 +258,7 @@ def bench_train(
         "machine": machine_record(device),
         "mario_steps": mario_steps,
         "num_envs": num_envs,
-        "hyper_parameters": "N envs x 128 steps, 4 minibatches, 4 epochs, lr 2.5e-4, clip 0.1, ent 0.01",
+        "hyper_parameters": mario_settings_text(),
         "jobs": results,
         "bars": bars,
     }

@@ -11,11 +11,14 @@ import os
 import tempfile
 from pathlib import Path
 
+from mario_apo.config import ppo_defaults
 from mario_apo.device import DEVICE_FORMS, resolve_device
 from mario_apo.errors import UsageError
 from mario_apo.flags import Parser, add_env_flags, env_config, output_file, positive_int, positive_int_list
 from mario_apo.runs import check_output_dir, write_json
 from mario_apo.tasks import parse_task
+
+MARIO_ROLLOUT_STEPS = ppo_defaults("mario").num_steps  # steps per env per rollout
 
 
 def add_bench_commands(commands: argparse._SubParsersAction) -> None:
@@ -53,8 +56,8 @@ def _add_train_bench(benches: argparse._SubParsersAction) -> None:
     train_bench.add_argument(
         "--mario-steps",
         type=positive_int,
-        default=10240,
-        help="agent steps per Mario job (at least one rollout, N x 128). Default: 10240",
+        default=16384,
+        help=f"agent steps per Mario job (at least one rollout, N x {MARIO_ROLLOUT_STEPS}). Default: 16384",
     )
     train_bench.add_argument(
         "--num-envs",
@@ -124,7 +127,10 @@ def _add_population_bench(benches: argparse._SubParsersAction) -> None:
     population.set_defaults(run=run_bench_population)
     population.add_argument("--task", default="mario:1-1", help="the task both sides train. Default: mario:1-1")
     population.add_argument(
-        "--steps", type=positive_int, default=10240, help="agent steps per learner. Default: 10240 (10 Mario updates)"
+        "--steps",
+        type=positive_int,
+        default=8192,
+        help=f"agent steps per learner. Default: 8192 (2 Mario updates of 8 x {MARIO_ROLLOUT_STEPS})",
     )
     population.add_argument("--seed", type=int, default=1, help="seed of the runs. Default: 1")
     _add_json_flag(population, "bench-population.json")
@@ -173,7 +179,7 @@ def run_bench_train(args: argparse.Namespace) -> None:
     if not args.skip_sb3:
         require_sb3("train")
     resolve_device(args.device)
-    if args.mario_steps < max(args.num_envs) * 128:
+    if args.mario_steps < max(args.num_envs) * MARIO_ROLLOUT_STEPS:
         raise UsageError(f"--mario-steps {args.mario_steps} is less than one rollout at {max(args.num_envs)} envs")
     result = bench_train(
         args.mario_steps,
@@ -203,8 +209,12 @@ def run_bench_parity(args: argparse.Namespace) -> None:
             "one must be > 0"
         )
     steps = {task: n for task, n in budgets if n}
-    if steps.get("mario:1-1:dense", 1024) < 1024:
-        raise UsageError(f"--mario-steps {args.mario_steps} is less than one Mario rollout (8 envs x 128 = 1024)")
+    rollout = ppo_defaults("mario").batch_size
+    if steps.get("mario:1-1:dense", rollout) < rollout:
+        raise UsageError(
+            f"--mario-steps {args.mario_steps} is less than one Mario rollout "
+            f"({ppo_defaults('mario').num_envs} envs x {MARIO_ROLLOUT_STEPS} = {rollout})"
+        )
     keep = check_output_dir(args.keep_jobs, "--keep-jobs") if args.keep_jobs else None
     result = bench_parity(steps, list(range(1, args.seeds + 1)), args.episodes, args.greedy_episodes, keep)
     _show(result, format_parity_table(result), args.json)

@@ -486,7 +486,12 @@ class RunConfig:
 RunConfig.PARTS.update(env=EnvConfig, ppo=PPOConfig, anchor=AnchorConfig, sil=SILConfig, log=LogConfig)
 
 
-# PPO defaults per task family. Mario: the Atari PPO settings. CartPole: the
+# PPO defaults per task family. Mario: the settings of a published PPO Mario agent
+# (vietnh1009/Super-mario-bros-PPO-pytorch: gamma 0.9, GAE lambda 1, 8 envs x 512 steps, 10 epochs
+# x 16 minibatches, constant lr 1e-4, clip 0.2, no value clipping; its Huber value loss is not taken),
+# chosen on 4-1 by experiments/mario-settings-pilot.toml over the Atari PPO settings (8 x 128 steps,
+# 4 x 4, lr 2.5e-4 annealed, gamma 0.99, lambda 0.95, clip 0.1 on policy and value), which plateaued
+# near random play; the suites run before 2026-12-06 pin those. CartPole: the
 # rl-baselines3-zoo tuned settings (solves it within 100k steps; like SB3, no value
 # clipping, and vf_coef 1 for SB3's MSE without our 0.5 factor). MountainCar: zoo's
 # settings, its `normalize: true` (observations and rewards) included, and its constant learning
@@ -494,8 +499,9 @@ RunConfig.PARTS.update(env=EnvConfig, ppo=PPOConfig, anchor=AnchorConfig, sil=SI
 # (batch_size 64 of 8 x 128 = 16 minibatches; vf_coef 1 = SB3's 0.5 on an MSE without our 0.5 factor).
 # fmt: off
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "mario": dict(total_steps=1_000_000, num_envs=8, num_steps=128, learning_rate=2.5e-4, gamma=0.99,
-                  gae_lambda=0.95, update_epochs=4, num_minibatches=4, clip_coef=0.1, ent_coef=0.01),
+    "mario": dict(total_steps=1_000_000, num_envs=8, num_steps=512, learning_rate=1e-4, anneal_lr=False,
+                  gamma=0.9, gae_lambda=1.0, update_epochs=10, num_minibatches=16, clip_coef=0.2, ent_coef=0.01,
+                  clip_vloss=False),
     "cartpole": dict(total_steps=100_000, num_envs=8, num_steps=32, learning_rate=1e-3, gamma=0.98,
                      gae_lambda=0.8, update_epochs=20, num_minibatches=1, clip_coef=0.2, ent_coef=0.0,
                      anneal_clip=True, clip_vloss=False, vf_coef=1.0),

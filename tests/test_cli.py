@@ -99,7 +99,7 @@ def test_bench_train_reports_sps_and_where_the_time_goes_per_env_count(tmp_path,
         (["--anchor-target", "taken", "--anchor-kl", "reverse"], "use --anchor-kl forward"),
         (["--anchor-target", "best"], "choose from 'recorded', 'taken'"),
         (["--device", "tpu"], "valid are auto"),
-        (["--algo", "sil", "--sil-updates", "17"], "an update has 16"),
+        (["--algo", "sil", "--sil-updates", "161"], "an update has 160"),
         (["--sil-batch", "0"], "positive integer"),
         (["--task", "cartpole", "--total-steps", "1024", "--final-eval-at", "2048"], "lies past --total-steps"),
         (["--final-eval-at", "1000,x"], "positive integer"),
@@ -130,7 +130,7 @@ def test_every_config_field_is_a_train_flag_with_its_help_and_default(capsys):
             assert flag in help_text, flag
             assert " ".join(f.metadata["help"].split())[:30] in help_text, flag
     # PPO defaults are shown per task family, from the one table
-    assert "Adam step size. Default: mario 0.00025, cartpole 0.001, mountaincar 0.0003" in help_text
+    assert "Adam step size. Default: mario 0.0001, cartpole 0.001, mountaincar 0.0003" in help_text
     assert "--no-anneal-lr" in help_text and "--actions {right,simple,complex}" in help_text
 
 
