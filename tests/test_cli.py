@@ -78,7 +78,7 @@ def test_bench_env_measures_a_minigrid_task(tmp_path, capsys):
 @pytest.mark.slow
 def test_bench_train_reports_sps_and_where_the_time_goes_per_env_count(tmp_path, capsys):
     out_json = tmp_path / "bench.json"
-    argv = ["bench", "train", "--num-envs", "1,2", "--mario-steps", "256", "--skip-sb3", "--skip-cartpole"]
+    argv = ["bench", "train", "--num-envs", "1,2", "--mario-steps", "1024", "--skip-sb3", "--skip-cartpole"]
     assert main([*argv, "--device", "cpu", "--json", str(out_json)]) == 0
     result = json.loads(out_json.read_text())
     assert result["machine"]["device"] == "cpu" and result["machine"]["cores"] >= 1

@@ -261,7 +261,9 @@ def test_the_suites_action_set_reaches_the_random_policy_baseline(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     text = TINY.replace('tasks = ["cartpole"]', 'tasks = ["mario:1-1:goal:300", "mario:1-1:goal:600"]')
     suite = load_suite(
-        write_suite(tmp_path, text.replace("[train]\n", '[train]\nactions = "right"\nmax_episode_steps = 400\n'))
+        write_suite(
+            tmp_path, text.replace("[train]\n", '[train]\nactions = "right"\nmax_episode_steps = 400\nnum_steps = 64\n')
+        )
     )
     suite.random_policy_episodes = 4
     measured = measure_random_policies(suite)
