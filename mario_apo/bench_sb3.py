@@ -6,12 +6,14 @@ module is imported only where a job needs it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import stable_baselines3
 import torch
 from gymnasium.wrappers import DtypeObservation
 from stable_baselines3 import PPO
@@ -21,6 +23,7 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 from torch import nn
 
+import mario_apo
 from mario_apo import stats
 from mario_apo.bench_jobs import JobResults, first_solved, machine_record, quiet_run_config, run_jobs
 from mario_apo.checkpoint import load_checkpoint
@@ -207,9 +210,12 @@ def bench_parity(
 
     :param keep: a folder where each finished job's result is kept, and found again by a rerun
     """
+    # What a job trained with is part of it, so that a result kept under other defaults or versions is not reused
+    made_with = {"mario_apo": mario_apo.__version__, "stable_baselines3": stable_baselines3.__version__}
     jobs = [
         {"run": "mario_apo.bench_sb3:parity_job", "impl": impl, "algo": "ppo", "task": task, "seed": seed,
-         "total_steps": total, "episodes": episodes, "greedy_episodes": greedy_episodes, "eval_seed": 100_000 + seed}
+         "total_steps": total, "episodes": episodes, "greedy_episodes": greedy_episodes, "eval_seed": 100_000 + seed,
+         "settings": dataclasses.asdict(ppo_defaults(parse_task(task).family)), "versions": made_with}
         for task, total in steps.items() for seed in seeds for impl in ("ours", "sb3")
     ]  # fmt: skip
     results = run_jobs(jobs, "bench parity", JobResults(keep, PARITY_RESULT_KEYS) if keep is not None else None)

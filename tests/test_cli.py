@@ -199,7 +199,8 @@ def test_bench_parity_trains_both_implementations_and_pairs_them_by_seed(tmp_pat
     # A rerun with --keep-jobs reuses the kept results (a marked one shows it) and runs again only
     # the job whose file is damaged, saying so in one line.
     files = sorted(kept.glob("job-*.json"))
-    assert len(files) == 4
+    assert len(files) == 4  # each under its job, which holds the settings it trained with
+    assert result["jobs"][0]["settings"]["update_epochs"] == 10 and result["jobs"][0]["versions"]["mario_apo"]
     by_job = {(r["job"]["impl"], r["job"]["seed"]): path for path in files for r in [json.loads(path.read_text())]}
     marked = json.loads(by_job["ours", 1].read_text())
     marked["result"]["sampled_success"] = 0.123
