@@ -18,7 +18,7 @@ from mario_apo.flags import Parser, add_env_flags, env_config, output_file, posi
 from mario_apo.runs import check_output_dir, write_json
 from mario_apo.tasks import parse_task
 
-MARIO_ROLLOUT_STEPS = ppo_defaults("mario").num_steps  # steps per env per rollout
+MARIO = ppo_defaults("mario")  # the rollout a Mario budget must hold: MARIO.num_envs x MARIO.num_steps
 
 
 def add_bench_commands(commands: argparse._SubParsersAction) -> None:
@@ -57,7 +57,7 @@ def _add_train_bench(benches: argparse._SubParsersAction) -> None:
         "--mario-steps",
         type=positive_int,
         default=16384,
-        help=f"agent steps per Mario job (at least one rollout, N x {MARIO_ROLLOUT_STEPS}). Default: 16384",
+        help=f"agent steps per Mario job (at least one rollout, N x {MARIO.num_steps}). Default: 16384",
     )
     train_bench.add_argument(
         "--num-envs",
@@ -130,7 +130,7 @@ def _add_population_bench(benches: argparse._SubParsersAction) -> None:
         "--steps",
         type=positive_int,
         default=8192,
-        help=f"agent steps per learner. Default: 8192 (2 Mario updates of 8 x {MARIO_ROLLOUT_STEPS})",
+        help=f"agent steps per learner. Default: 8192 (2 Mario updates of {MARIO.num_envs} x {MARIO.num_steps})",
     )
     population.add_argument("--seed", type=int, default=1, help="seed of the runs. Default: 1")
     _add_json_flag(population, "bench-population.json")
@@ -179,7 +179,7 @@ def run_bench_train(args: argparse.Namespace) -> None:
     if not args.skip_sb3:
         require_sb3("train")
     resolve_device(args.device)
-    if args.mario_steps < max(args.num_envs) * MARIO_ROLLOUT_STEPS:
+    if args.mario_steps < max(args.num_envs) * MARIO.num_steps:
         raise UsageError(f"--mario-steps {args.mario_steps} is less than one rollout at {max(args.num_envs)} envs")
     result = bench_train(
         args.mario_steps,
@@ -209,11 +209,10 @@ def run_bench_parity(args: argparse.Namespace) -> None:
             "one must be > 0"
         )
     steps = {task: n for task, n in budgets if n}
-    rollout = ppo_defaults("mario").batch_size
-    if steps.get("mario:1-1:dense", rollout) < rollout:
+    if steps.get("mario:1-1:dense", MARIO.batch_size) < MARIO.batch_size:
         raise UsageError(
             f"--mario-steps {args.mario_steps} is less than one Mario rollout "
-            f"({ppo_defaults('mario').num_envs} envs x {MARIO_ROLLOUT_STEPS} = {rollout})"
+            f"({MARIO.num_envs} envs x {MARIO.num_steps} = {MARIO.batch_size})"
         )
     keep = check_output_dir(args.keep_jobs, "--keep-jobs") if args.keep_jobs else None
     result = bench_parity(steps, list(range(1, args.seeds + 1)), args.episodes, args.greedy_episodes, keep)
