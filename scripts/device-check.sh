@@ -66,11 +66,12 @@ run() {
             "$WHEELS"/*.whl || exit 1
         export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
     fi
-    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
+    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
     local bench=("$PYTHON" -m mario_apo.cli bench train --skip-sb3 --skip-cartpole --mario-steps "$steps")
-    step versions 60 bash -c "nproc; free -g | head -2; nvidia-smi -L; $PYTHON -c 'import sys, torch, numpy, cv2, \
-gymnasium, nes_py; print(sys.version.split()[0], \"torch\", torch.__version__, \"cuda\", torch.cuda.is_available(), \
-\"numpy\", numpy.__version__, \"cv2\", cv2.__version__, \"gymnasium\", gymnasium.__version__)'"
+    # The bench JSON records cores, Python, torch and the GPU's name; this adds what the carried wheels
+    # changed (numpy under the machine's opencv) and fails early if the emulator does not import.
+    step versions 60 bash -c "nvidia-smi -L; free -g | head -2; $PYTHON -c 'import numpy, cv2, gymnasium, nes_py; \
+print(\"numpy\", numpy.__version__, \"cv2\", cv2.__version__, \"gymnasium\", gymnasium.__version__)'"
     step "bench-$device" 240 "${bench[@]}" --device "$device" --num-envs "$envs" --json "$OUT/bench-train-$device.json"
     step tests 150 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_device.py
     [ "$device" = cpu ] || step bench-cpu 150 "${bench[@]}" --device cpu --num-envs "${envs%%,*}" --json "$OUT/bench-train-cpu.json"
