@@ -154,7 +154,8 @@ def onset_section(task_runs: dict, random_policy: dict | None) -> tuple[list[str
         "### The onset: the final-policy evaluation at intermediate budgets",
         "",
         "Each run's policy at each budget, evaluated as the final policy is (the same fresh episodes); "
-        f"success rate (sampled), mean over seeds with a t 95% interval.{random}",
+        f"success rate (sampled), mean over seeds with a t 95% interval, then each seed's rate and its greedy "
+        f"successes.{random}",
         "",
         "| budget (agent steps) | " + " | ".join(task_runs) + " |",
         "| --- |" + " --- |" * len(task_runs),
@@ -166,7 +167,20 @@ def onset_section(task_runs: dict, random_policy: dict | None) -> tuple[list[str
             rates = np.array([e["sampled"]["success_rate"] for e in evals if e and "sampled" in e])
             # a one-sample t-interval: the mean against 0
             point, low, high = stats.paired_t_ci(rates, np.zeros_like(rates)) if rates.size > 1 else (np.nan,) * 3
-            numbers.setdefault(label, {})[str(budget)] = {"rates": rates.tolist(), "t95": [point, low, high]}
-            cells.append(f"{point:.3f} [{low:.3f}, {high:.3f}] (n={rates.size})" if rates.size > 1 else "-")
+            # greedy play and distance say whether the argmax moves at all where sampled success is near random
+            greedy = [f"{e['greedy']['successes']}/{e['greedy']['episodes']}" for e in evals if e and "greedy" in e]
+            max_x = [e["sampled"].get("mean_max_x") for e in evals if e and "sampled" in e]
+            numbers.setdefault(label, {})[str(budget)] = {
+                "rates": rates.tolist(),
+                "t95": [point, low, high],
+                "greedy_successes": greedy,
+                "sampled_mean_max_x": max_x,
+            }
+            per_seed = ", ".join(f"{rate:.2f}" for rate in rates)
+            greedy_text = f"; greedy {', '.join(greedy)}" if greedy else ""
+            if rates.size > 1:
+                cells.append(f"{point:.3f} [{low:.3f}, {high:.3f}] (n={rates.size}: {per_seed}){greedy_text}")
+            else:  # one seed has no interval, but its rate still says where that run stands
+                cells.append(f"{per_seed} (n=1, no interval){greedy_text}" if rates.size else "-")
         lines.append(f"| {budget if budget == 'final' else f'{budget:,}'} | " + " | ".join(cells) + " |")
     return [*lines, ""], numbers

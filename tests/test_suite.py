@@ -444,8 +444,10 @@ def test_the_progress_section_windows_max_x_and_flags_beside_the_calibrated_rand
     onset_lines, onset = onset_section(runs, {"success_rate": 0.05})
     assert onset["ppo"]["50"]["rates"] == [0.1, 0.2] and onset["ppo"]["final"]["rates"] == [0.01, 0.01]
     assert onset["ppo"]["50"]["t95"][0] == pytest.approx(0.15) and any(
-        line.startswith("| 50 |") for line in onset_lines
+        line.startswith("| 50 |") and "(n=2: 0.10, 0.20)" in line for line in onset_lines
     )
+    one_seed_lines, _ = onset_section({"ppo": runs["ppo"][:1]}, None)
+    assert any(line.startswith("| 50 |") and "0.10 (n=1, no interval)" in line for line in one_seed_lines)
 
 
 def test_agent_step_axes_read_in_thousands_and_millions():
