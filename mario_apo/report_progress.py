@@ -164,12 +164,14 @@ def onset_section(task_runs: dict, random_policy: dict | None) -> tuple[list[str
         cells = []
         for label, data in task_runs.items():
             evals = [r.final_eval if budget == "final" else r.budget_evals.get(str(budget)) for r in data]
-            rates = np.array([e["sampled"]["success_rate"] for e in evals if e and "sampled" in e])
+            sampled = [e["sampled"] for e in evals if e and "sampled" in e]
+            rates = np.array([result["success_rate"] for result in sampled])
             # a one-sample t-interval: the mean against 0
             point, low, high = stats.paired_t_ci(rates, np.zeros_like(rates)) if rates.size > 1 else (np.nan,) * 3
-            # greedy play and distance say whether the argmax moves at all where sampled success is near random
+            # where sampled success is near random, greedy successes say whether the argmax has learned
+            # anything, and the sampled distance whether play moved at all
             greedy = [f"{e['greedy']['successes']}/{e['greedy']['episodes']}" for e in evals if e and "greedy" in e]
-            max_x = [e["sampled"].get("mean_max_x") for e in evals if e and "sampled" in e]
+            max_x = [result.get("mean_max_x") for result in sampled]
             numbers.setdefault(label, {})[str(budget)] = {
                 "rates": rates.tolist(),
                 "t95": [point, low, high],
